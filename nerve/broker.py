@@ -1,0 +1,260 @@
+"""Composition root: storage, coordinators, handlers and the server, wired together.
+
+`BrokerCore` holds the broker's state (owned by its event loop). `Broker` is the embeddable
+object: `async with Broker(...)`, `with Broker(...)` (runs its own loop in a thread), or
+`await broker.serve_forever()` as `nerve serve` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from nerve import __version__
+from nerve.config import BrokerConfig
+from nerve.coordinator.producers import ProducerIdManager
+from nerve.handlers.dispatch import Dispatcher
+from nerve.server.connection import KafkaConnection
+from nerve.storage.log_manager import LogManager
+
+log = logging.getLogger("nerve")
+
+
+def _load_meta(data_dir: Path, node_id: int) -> str:
+    """Read or create meta.properties (Kafka's name), which holds the cluster id."""
+    path = data_dir / "meta.properties"
+    props: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                props[key.strip()] = value.strip()
+    if "cluster.id" in props:
+        return props["cluster.id"]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
+    os.replace(tmp, path)
+    return cluster_id
+
+
+class PartitionWaiters:
+    """Long-poll support: Fetch waits here; appends wake the waiters of that partition."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = defaultdict(set)
+
+    def notify(self, topic: str, partition: int) -> None:
+        waiters = self._waiters.pop((topic, partition), None)
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_any(self, keys: list[tuple[str, int]], timeout_s: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for key in keys:
+            self._waiters[key].add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            for key in keys:
+                s = self._waiters.get(key)
+                if s is not None:
+                    s.discard(fut)
+                    if not s:
+                        del self._waiters[key]
+
+
+class BrokerCore:
+    """Everything a handler may reach: config, logs, coordinators, identity."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: BrokerConfig,
+        *,
+        advertised_host: str,
+        advertised_port: int,
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.node_id = config.get_int("node.id")
+        self.advertised_host = advertised_host
+        self.advertised_port = advertised_port
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = _load_meta(data_dir, self.node_id)
+        self.logs = LogManager(data_dir, config)
+        self.producer_ids = ProducerIdManager(data_dir / "producer-id-block")
+        self.waiters = PartitionWaiters()
+        self.started_at_ms = time.time_ns() // 1_000_000
+        self.groups: Any = None  # the GroupCoordinator, attached when groups are enabled
+        self.extensions: dict[str, Any] = {}
+
+    def load(self) -> None:
+        self.logs.load()
+
+    def auto_create_topics(self) -> bool:
+        return self.config.get_bool("auto.create.topics.enable")
+
+
+class Broker:
+    """An embeddable nerve broker.
+
+    >>> async with Broker(data_dir=tmp, port=0) as broker:
+    ...     use(broker.bootstrap_servers)
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = "nerve-data",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        advertised_host: str | None = None,
+        node_id: int | None = None,
+        config: BrokerConfig | dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(config, dict) or config is None:
+            config = BrokerConfig(dict(config or {}))
+        if node_id is not None:
+            config.overrides["node.id"] = str(node_id)
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port
+        self.advertised_host = advertised_host
+        self.core: BrokerCore | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[KafkaConnection] = set()
+        self._stopped: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Bind first, so port=0 resolves before the advertised port is chosen.
+        placeholder = BrokerCore.__new__(BrokerCore)
+        dispatcher = Dispatcher(placeholder)
+        max_frame = self.config.get_int("socket.request.max.bytes")
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(dispatcher, max_frame, self._connections),
+            self.host,
+            self.port,
+            reuse_address=True,
+            start_serving=False,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        core = BrokerCore(
+            self.data_dir,
+            self.config,
+            advertised_host=self.advertised_host or self.host,
+            advertised_port=self.port,
+        )
+        core.load()
+        await core.logs.start()
+        for hook in _START_HOOKS:
+            await hook(core)
+        dispatcher.broker = core
+        self.core = core
+        await self._server.start_serving()
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Graceful shutdown: stop accepting, answer what is in flight, flush, close files."""
+        if self._server is None:
+            return
+        self._server.close()
+        conns = list(self._connections)
+        idle = [c.idle.wait() for c in conns]
+        if idle:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*idle), drain_timeout_s)
+        for c in conns:
+            c.close(None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+        self._server = None
+        if self.core is not None:
+            for hook in _STOP_HOOKS:
+                await hook(self.core)
+            await self.core.logs.stop()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- synchronous use: the broker runs its own event loop in a thread
+    def __enter__(self) -> Broker:
+        ready = threading.Event()
+        error: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._thread_loop = loop
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as e:
+                error.append(e)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_until_complete(self.serve_forever())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="nerve-broker", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if error:
+            raise error[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread_loop is not None and self._thread is not None:
+            fut = asyncio.run_coroutine_threadsafe(self.stop(), self._thread_loop)
+            fut.result(timeout=30)
+            self._thread.join(timeout=30)
+
+
+# Optional subsystems (consumer groups, ...) register start/stop hooks here so the broker
+# does not need to know them; each receives the BrokerCore.
+_START_HOOKS: list[Any] = []
+_STOP_HOOKS: list[Any] = []
+
+
+def on_start(fn: Any) -> Any:
+    _START_HOOKS.append(fn)
+    return fn
+
+
+def on_stop(fn: Any) -> Any:
+    _STOP_HOOKS.append(fn)
+    return fn
+
+
+__all__ = ["Broker", "BrokerCore", "__version__", "on_start", "on_stop"]

@@ -1,0 +1,112 @@
+"""`nerve` command line: `nerve serve` runs the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from nerve import __version__
+from nerve.config import BrokerConfig, ConfigError
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nerve")
+def main() -> None:
+    """nerve: a durable single-node broker that speaks the Apache Kafka protocol."""
+
+
+@main.command()
+@click.option("--host", envvar="NERVE_HOST", default="127.0.0.1", show_default=True,
+              help="Address to listen on.")
+@click.option("--port", envvar="NERVE_PORT", default=9092, show_default=True, type=int,
+              help="Kafka protocol port (0: any free port).")
+@click.option("--data-dir", envvar="NERVE_DATA_DIR", default="nerve-data", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where logs are kept.")
+@click.option("--advertised-host", envvar="NERVE_ADVERTISED_HOST", default=None,
+              help="Host clients are told to connect to (default: --host).")
+@click.option("--node-id", envvar="NERVE_NODE_ID", default=None, type=int,
+              help="Broker id reported in metadata (default 1).")
+@click.option("--config", "config_file", envvar="NERVE_CONFIG", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A server.properties-style file of broker configs.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A broker config, named as Kafka names it (repeatable).")
+@click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    advertised_host: str | None,
+    node_id: int | None,
+    config_file: Path | None,
+    sets: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run the broker until SIGTERM or Ctrl-C."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = BrokerConfig.load(config_file, _parse_sets(sets))
+    except (ConfigError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    asyncio.run(_serve(host, port, data_dir, advertised_host, node_id, config))
+
+
+async def _serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    advertised_host: str | None,
+    node_id: int | None,
+    config: BrokerConfig,
+) -> None:
+    from nerve.broker import Broker
+
+    broker = Broker(
+        data_dir, host=host, port=port, advertised_host=advertised_host, node_id=node_id,
+        config=config,
+    )
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def request_stop(signame: str) -> None:
+        if not stopping:
+            logging.getLogger("nerve").info("%s received: shutting down", signame)
+            stopping.append(loop.create_task(broker.stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+    click.echo(
+        f"nerve {__version__}: serving Kafka protocol on {broker.host}:{broker.port}, "
+        f"data dir {data_dir.resolve()}",
+        err=False,
+    )
+    sys.stdout.flush()
+    await broker.serve_forever()
+    if stopping:
+        await stopping[0]
+    logging.getLogger("nerve").info("stopped cleanly")
+
+
+if __name__ == "__main__":
+    main()

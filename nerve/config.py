@@ -1,0 +1,246 @@
+"""Broker and topic configuration, named exactly as Apache Kafka names them.
+
+Topic-level configs (`segment.bytes`, `retention.ms`, ...) default to a broker-level config
+(`log.segment.bytes`, `log.retention.ms`, ...), as in Kafka. DescribeConfigs reports each value
+with its source: a topic override, a broker override (from --config/--set), or the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ConfigType = Literal["int", "long", "boolean", "string", "list", "double", "short", "class"]
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    name: str
+    type: ConfigType
+    default: str | None
+    doc: str
+    broker_name: str | None = None  # for topic configs: the broker config it defaults to
+
+
+# Topic configs we honour (or report faithfully). Defaults are Kafka 4's.
+TOPIC_CONFIGS: dict[str, ConfigDef] = {
+    c.name: c
+    for c in (
+        ConfigDef("cleanup.policy", "list", "delete", "delete or compact", "log.cleanup.policy"),
+        ConfigDef("compression.type", "string", "producer", "stored as produced",
+                  "compression.type"),
+        ConfigDef("delete.retention.ms", "long", "86400000", "tombstone retention",
+                  "log.cleaner.delete.retention.ms"),
+        ConfigDef("file.delete.delay.ms", "long", "60000", "delay before deleting files",
+                  "log.segment.delete.delay.ms"),
+        ConfigDef("flush.messages", "long", "9223372036854775807",
+                  "fsync after this many messages", "log.flush.interval.messages"),
+        ConfigDef("flush.ms", "long", "9223372036854775807", "fsync at least this often",
+                  "log.flush.interval.ms"),
+        ConfigDef("index.interval.bytes", "int", "4096", "bytes between offset index entries",
+                  "log.index.interval.bytes"),
+        ConfigDef("max.message.bytes", "int", "1048588", "largest batch accepted",
+                  "message.max.bytes"),
+        ConfigDef("message.timestamp.type", "string", "CreateTime",
+                  "CreateTime or LogAppendTime", "log.message.timestamp.type"),
+        ConfigDef("min.insync.replicas", "int", "1", "single node: always 1",
+                  "min.insync.replicas"),
+        ConfigDef("retention.bytes", "long", "-1", "per-partition size limit",
+                  "log.retention.bytes"),
+        ConfigDef("retention.ms", "long", "604800000", "age limit (-1: forever)",
+                  "log.retention.ms"),
+        ConfigDef("segment.bytes", "int", "1073741824", "segment size before a roll",
+                  "log.segment.bytes"),
+        ConfigDef("segment.index.bytes", "int", "10485760", "max index size",
+                  "log.index.size.max.bytes"),
+        ConfigDef("segment.ms", "long", "604800000", "segment age before a roll", "log.roll.ms"),
+        ConfigDef("unclean.leader.election.enable", "boolean", "false", "single node",
+                  "unclean.leader.election.enable"),
+    )
+}
+
+# Broker configs. Only these keys are accepted by --set/--config (typos fail loudly).
+BROKER_CONFIGS: dict[str, ConfigDef] = {
+    c.name: c
+    for c in (
+        ConfigDef("node.id", "int", "1", "this broker's id"),
+        ConfigDef("num.partitions", "int", "1", "partitions of auto-created topics"),
+        ConfigDef("default.replication.factor", "short", "1", "single node: 1"),
+        ConfigDef("auto.create.topics.enable", "boolean", "true", "create topics on Metadata"),
+        ConfigDef("delete.topic.enable", "boolean", "true", "allow DeleteTopics"),
+        ConfigDef("socket.request.max.bytes", "int", "104857600", "largest request frame"),
+        ConfigDef("log.retention.check.interval.ms", "long", "300000", "retention sweep period"),
+        ConfigDef("log.retention.hours", "int", "168", "age limit in hours"),
+        ConfigDef("offsets.retention.minutes", "int", "10080", "committed offset retention"),
+        ConfigDef("group.initial.rebalance.delay.ms", "int", "3000",
+                  "wait for more members before the first rebalance"),
+        ConfigDef("group.min.session.timeout.ms", "int", "6000", "lowest session timeout"),
+        ConfigDef("group.max.session.timeout.ms", "int", "1800000", "highest session timeout"),
+        ConfigDef("group.max.size", "int", "2147483647", "members per group"),
+        ConfigDef("offsets.topic.num.partitions", "int", "50", "reported only"),
+        ConfigDef("transactional.id.expiration.ms", "int", "604800000", "reported only"),
+        ConfigDef("producer.id.expiration.ms", "int", "86400000",
+                  "forget idle producer ids after this long"),
+        ConfigDef("acks.all.fsync", "boolean", "true",
+                  "nerve: answer acks=all only after fsync (group commit)"),
+        *(
+            ConfigDef(t.broker_name, t.type, t.default, t.doc)
+            for t in TOPIC_CONFIGS.values()
+            if t.broker_name
+        ),
+    )
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_value(defn: ConfigDef, value: str) -> str:
+    try:
+        if defn.type in ("int", "long", "short"):
+            int(value)
+        elif defn.type == "double":
+            float(value)
+        elif defn.type == "boolean" and value.lower() not in ("true", "false"):
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"invalid value {value!r} for {defn.name} ({defn.type})") from None
+    if defn.name.endswith("timestamp.type") and value not in ("CreateTime", "LogAppendTime"):
+        raise ConfigError(f"invalid value {value!r} for {defn.name}")
+    return value.lower() if defn.type == "boolean" else value
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java-properties-style `key=value` lines; `#` and `!` start comments."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep:
+            raise ConfigError(f"not a key=value line: {raw!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class BrokerConfig:
+    """Broker settings: explicit overrides on top of Kafka's defaults."""
+
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, value in list(self.overrides.items()):
+            defn = BROKER_CONFIGS.get(key)
+            if defn is None:
+                raise ConfigError(f"unknown broker config {key!r}")
+            self.overrides[key] = _check_value(defn, value)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, sets: Mapping[str, str] = ()) -> BrokerConfig:
+        values: dict[str, str] = {}
+        if config_file is not None:
+            values.update(parse_properties(Path(config_file).read_text()))
+        values.update(dict(sets))
+        return cls(values)
+
+    def get(self, key: str) -> str | None:
+        if key in self.overrides:
+            return self.overrides[key]
+        if key == "log.retention.ms" and "log.retention.hours" in self.overrides:
+            return str(int(self.overrides["log.retention.hours"]) * 3_600_000)
+        return BROKER_CONFIGS[key].default
+
+    def get_int(self, key: str) -> int:
+        value = self.get(key)
+        assert value is not None
+        return int(value)
+
+    def get_bool(self, key: str) -> bool:
+        return (self.get(key) or "false").lower() == "true"
+
+    def source(self, key: str) -> Literal["static_broker", "default"]:
+        return "static_broker" if key in self.overrides else "default"
+
+
+def validate_topic_configs(configs: Mapping[str, str]) -> dict[str, str]:
+    """Checked copy of topic config overrides; raises ConfigError on unknown keys or values."""
+    out = {}
+    for key, value in configs.items():
+        defn = TOPIC_CONFIGS.get(key)
+        if defn is None:
+            raise ConfigError(f"unknown topic config {key!r}")
+        out[key] = _check_value(defn, value)
+    return out
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """The effective config of one topic: its overrides over the broker's values."""
+
+    overrides: Mapping[str, str]
+    broker: BrokerConfig
+
+    def get(self, key: str) -> str:
+        if key in self.overrides:
+            return self.overrides[key]
+        defn = TOPIC_CONFIGS[key]
+        if defn.broker_name is not None:
+            value = self.broker.get(defn.broker_name)
+            if value is not None:
+                return value
+        assert defn.default is not None
+        return defn.default
+
+    def get_int(self, key: str) -> int:
+        return int(self.get(key))
+
+    def source(self, key: str) -> Literal["topic", "static_broker", "default"]:
+        if key in self.overrides:
+            return "topic"
+        defn = TOPIC_CONFIGS[key]
+        if defn.broker_name and defn.broker_name in self.broker.overrides:
+            return "static_broker"
+        return "default"
+
+    @property
+    def segment_bytes(self) -> int:
+        return self.get_int("segment.bytes")
+
+    @property
+    def segment_ms(self) -> int:
+        return self.get_int("segment.ms")
+
+    @property
+    def retention_ms(self) -> int:
+        return self.get_int("retention.ms")
+
+    @property
+    def retention_bytes(self) -> int:
+        return self.get_int("retention.bytes")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.get_int("max.message.bytes")
+
+    @property
+    def index_interval_bytes(self) -> int:
+        return self.get_int("index.interval.bytes")
+
+    @property
+    def flush_messages(self) -> int:
+        return self.get_int("flush.messages")
+
+    @property
+    def flush_ms(self) -> int:
+        return self.get_int("flush.ms")
+
+    @property
+    def log_append_time(self) -> bool:
+        return self.get("message.timestamp.type") == "LogAppendTime"

@@ -1,0 +1,96 @@
+"""Request codec -> handler -> response codec, for one frame at a time.
+
+The server hands in frames and gets back the bytes (and file regions) to send; it never knows
+what an API means. Anything malformed raises `CloseConnection`: Kafka closes the connection on
+a request it cannot parse, and so do we, after one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from nerve.handlers import RawResponse, RequestContext, load_handlers
+from nerve.protocol import messages
+from nerve.protocol.framing import (
+    FramingError,
+    parse_request_header,
+    peek_api,
+    response_header,
+)
+
+if TYPE_CHECKING:
+    from nerve.broker import BrokerCore
+    from nerve.storage.log import FileRegion
+
+log = logging.getLogger("nerve.requests")
+
+API_VERSIONS_KEY = 18
+_I32 = struct.Struct(">i")
+
+
+class CloseConnection(Exception):
+    """The connection must be closed; the message says why (logged once by the server)."""
+
+
+class Dispatcher:
+    def __init__(self, broker: BrokerCore) -> None:
+        self.broker = broker
+        self.registry = load_handlers()
+
+    async def handle(
+        self, frame: bytes, client_host: str, client_port: int, connection_id: int
+    ) -> list[bytes | FileRegion] | None:
+        try:
+            api_key, api_version, correlation_id = peek_api(frame)
+        except FramingError as e:
+            raise CloseConnection(str(e)) from None
+        spec = self.registry.get(api_key)
+        if spec is None:
+            raise CloseConnection(f"unknown API key {api_key}")
+        if not spec.min_version <= api_version <= spec.max_version:
+            if api_key == API_VERSIONS_KEY:
+                # KIP-511: an unknown ApiVersions version gets a v0 body with error 35 and our
+                # real ranges, so the client can retry with a version we speak.
+                return self._api_versions_fallback(correlation_id)
+            raise CloseConnection(
+                f"unsupported version {api_version} of {spec.name} (key {api_key}); "
+                f"supported {spec.min_version}-{spec.max_version}"
+            )
+        flexible = messages.is_flexible(api_key, api_version)
+        try:
+            header = parse_request_header(frame, flexible=flexible)
+            if spec.decode:
+                request: Any = messages.decode_request(
+                    api_key, api_version, frame, header.body_offset
+                )
+            else:
+                request = memoryview(frame)[header.body_offset :]
+        except (FramingError, ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
+            raise CloseConnection(
+                f"malformed {spec.name} v{api_version} request: {type(e).__name__}: {e}"
+            ) from None
+        ctx = RequestContext(self.broker, header, client_host, client_port, connection_id)
+        response = await spec.handler(ctx, request)
+        if response is None:
+            return None
+        # ApiVersions answers always use response header v0 (clients parse it before they
+        # know whether the broker speaks flexible versions).
+        head = response_header(
+            correlation_id, flexible=flexible and api_key != API_VERSIONS_KEY
+        )
+        if isinstance(response, RawResponse):
+            parts: list[bytes | FileRegion] = [head, *response.parts]
+        else:
+            parts = [head, messages.encode_response(response)]
+        size = sum(len(p) if isinstance(p, bytes | bytearray) else p.size for p in parts)
+        parts.insert(0, _I32.pack(size))
+        return parts
+
+    def _api_versions_fallback(self, correlation_id: int) -> list[bytes | FileRegion]:
+        from nerve.handlers.k18_api_versions import api_versions_response
+
+        body = messages.encode_response(api_versions_response(0, error_code=35))
+        head = response_header(correlation_id, flexible=False)
+        return [_I32.pack(len(head) + len(body)), head, body]

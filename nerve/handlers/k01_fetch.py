@@ -1,0 +1,105 @@
+"""Fetch (key 1), versions 4-16.
+
+Behaviour:
+- Returns whole batches from the segment files, without decoding them: a fetch offset in the
+  middle of a batch returns that whole batch (clients skip the records before their offset).
+- `partition_max_bytes` and the request's `max_bytes` are honoured, except that the first
+  non-empty partition always gets at least one whole batch (KIP-74), so a batch larger than
+  the limits can still be consumed.
+- Long poll: when fewer than `min_bytes` are ready, waits up to `max_wait_ms` for an append to
+  any of the requested partitions.
+- Offsets before the log start or after the log end: OFFSET_OUT_OF_RANGE. Unknown topic or
+  partition: UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID from v13, where topics are named by
+  id).
+- Fetch sessions (KIP-227) are not kept: every response has session_id 0, which clients treat
+  as "send full fetch requests", as Kafka does when its session cache is full.
+- No transactions yet: last_stable_offset is the high watermark; aborted_transactions is null
+  (read_uncommitted) or empty (read_committed).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from nerve.handlers import RawResponse, RequestContext, api
+from nerve.protocol.errors import ErrorCode
+from nerve.protocol.fastcodec import FetchPartitionData, encode_fetch_response
+from nerve.protocol.messages import ms
+from nerve.storage.errors import OffsetOutOfRangeError
+
+READ_COMMITTED = 1
+
+
+def _empty(partition: int, code: ErrorCode, hw: int = -1, lso: int = -1, start: int = -1,
+           aborted: list[tuple[int, int]] | None = None) -> FetchPartitionData:
+    return FetchPartitionData(partition, code, hw, lso, start, (), 0, aborted)
+
+
+TopicsData = list[tuple[str | uuid.UUID, list[FetchPartitionData]]]
+
+
+def _read_all(
+    ctx: RequestContext, request: Any, by_id: bool
+) -> tuple[TopicsData, int, list[tuple[str, int]], bool]:
+    logs = ctx.broker.logs
+    remaining = request.max_bytes
+    total = 0
+    keys: list[tuple[str, int]] = []
+    errors = False
+    committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
+    aborted: list[tuple[int, int]] | None = [] if committed else None
+    out: TopicsData = []
+    for t in request.topics:
+        if by_id:
+            info = logs.topic_by_id(t.topic_id)
+            name = info.name if info is not None else None
+            missing = ErrorCode.unknown_topic_id
+            topic_key: str | uuid.UUID = t.topic_id
+        else:
+            name = t.topic
+            missing = ErrorCode.unknown_topic_or_partition
+            topic_key = t.topic
+        parts: list[FetchPartitionData] = []
+        for p in t.partitions:
+            plog = logs.get_log(name, p.partition) if name is not None else None
+            if plog is None:
+                parts.append(_empty(p.partition, missing))
+                errors = True
+                continue
+            hw = plog.high_watermark
+            start = plog.log_start_offset
+            keys.append((plog.topic, p.partition))
+            limit = min(p.partition_max_bytes, remaining)
+            try:
+                data = plog.read(p.fetch_offset, max(limit, 0), min_one=total == 0)
+            except OffsetOutOfRangeError:
+                parts.append(_empty(p.partition, ErrorCode.offset_out_of_range, hw, hw, start,
+                                    aborted))
+                errors = True
+                continue
+            parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, hw, start,
+                                            data.regions, data.size, aborted))
+            total += data.size
+            remaining -= data.size
+        out.append((topic_key, parts))
+    return out, total, keys, errors
+
+
+@api(1, "Fetch", 4, 16)
+async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
+    by_id = ctx.version >= 13
+    topics, total, keys, errors = _read_all(ctx, request, by_id)
+    max_wait_s = ms(request.max_wait) / 1000.0
+    if total < request.min_bytes and max_wait_s > 0 and not errors and keys:
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await ctx.broker.waiters.wait_any(keys, left)
+            topics, total, keys, errors = _read_all(ctx, request, by_id)
+            if total >= request.min_bytes or errors:
+                break
+    return RawResponse(encode_fetch_response(ctx.version, topics))

@@ -1,0 +1,133 @@
+"""One client connection: bytes in, frames to the dispatcher in order, bytes out.
+
+Kafka clients pipeline requests (librdkafka sends several at once) and rely on answers in
+request order, so each connection runs one worker that handles its frames one at a time.
+Reading pauses while too many frames wait, and the worker waits while the socket's write
+buffer is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+from typing import TYPE_CHECKING
+
+from nerve.handlers.dispatch import CloseConnection, Dispatcher
+from nerve.protocol.framing import FrameDecoder, FramingError
+
+if TYPE_CHECKING:
+    from nerve.storage.log import FileRegion
+
+log = logging.getLogger("nerve.server")
+
+MAX_QUEUED_FRAMES = 64
+_ids = itertools.count(1)
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(
+        self, dispatcher: Dispatcher, max_frame_bytes: int, connections: set[KafkaConnection]
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.decoder = FrameDecoder(max_frame_bytes)
+        self.connections = connections
+        self.connection_id = next(_ids)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("?", 0)
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._wakeup: asyncio.Event = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()  # set while no request is being handled
+        self.idle.set()
+
+    # ---- asyncio.Protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+        self.connections.add(self)
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.receive_data(data)
+        try:
+            while (frame := self.decoder.next_frame()) is not None:
+                self._frames.append(frame)
+        except FramingError as e:
+            self.close(f"framing error: {e}")
+            return
+        if self._frames:
+            self._wakeup.set()
+            if len(self._frames) >= MAX_QUEUED_FRAMES and not self._reading_paused:
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self._reading_paused = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.connections.discard(self)
+        self._can_write.set()
+        self._wakeup.set()
+        if self._worker is not None and self.idle.is_set():
+            self._worker.cancel()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # ---- worker
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                if not self._frames:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                frame = self._frames.popleft()
+                if self._reading_paused and len(self._frames) < MAX_QUEUED_FRAMES // 2:
+                    assert self.transport is not None
+                    self.transport.resume_reading()
+                    self._reading_paused = False
+                self.idle.clear()
+                try:
+                    parts = await self.dispatcher.handle(
+                        frame, self.peer[0], self.peer[1], self.connection_id
+                    )
+                finally:
+                    self.idle.set()
+                if parts is not None and not self._closing:
+                    self._write(parts)
+                    if not self._can_write.is_set():
+                        await self._can_write.wait()
+        except CloseConnection as e:
+            self.close(str(e))
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("closing connection %s from %s:%s after an internal error",
+                          self.connection_id, *self.peer)
+            self.close(None)
+
+    def _write(self, parts: list[bytes | FileRegion]) -> None:
+        transport = self.transport
+        assert transport is not None
+        chunks = [p if isinstance(p, bytes | bytearray) else p.read_bytes() for p in parts]
+        transport.writelines(chunks)
+
+    def close(self, reason: str | None) -> None:
+        if reason:
+            log.warning("closing connection %s from %s:%s: %s",
+                        self.connection_id, self.peer[0], self.peer[1], reason)
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
