@@ -1,0 +1,111 @@
+"""RecordBatch v2 view: header parsing, CRC checks, offset patching, against bytes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nerve.protocol import records as rb
+
+
+def test_build_and_validate_round_trip() -> None:
+    batch = rb.build_batch([(b"k", b"v"), (None, b"x")], timestamp_ms=1234)
+    header = rb.validate_batch(batch)
+    assert header.magic == 2
+    assert header.records_count == 2
+    assert header.last_offset_delta == 1
+    assert header.size == len(batch)
+    assert header.max_timestamp == 1234
+    recs = list(rb.iter_records(batch))
+    assert [(r.offset, r.key, r.value) for r in recs] == [(0, b"k", b"v"), (1, None, b"x")]
+
+
+def test_set_base_offset_keeps_crc_valid() -> None:
+    buf = bytearray(rb.build_batch([(None, b"a")] * 3))
+    rb.set_base_offset(buf, 0, 1_000_000)
+    header = rb.validate_batch(buf)
+    assert header.base_offset == 1_000_000
+    assert header.last_offset == 1_000_002
+    assert [r.offset for r in rb.iter_records(buf)] == [1_000_000, 1_000_001, 1_000_002]
+
+
+def test_log_append_time_recomputes_crc() -> None:
+    buf = bytearray(rb.build_batch([(None, b"a")], timestamp_ms=5))
+    rb.set_log_append_time(buf, 0, 99_999)
+    header = rb.validate_batch(buf)
+    assert header.is_log_append_time
+    assert header.max_timestamp == 99_999
+
+
+def test_crc_mismatch_is_corrupt() -> None:
+    buf = bytearray(rb.build_batch([(b"k", b"value")]))
+    buf[-1] ^= 0xFF
+    with pytest.raises(rb.CorruptRecordError, match="CRC"):
+        rb.validate_batch(buf)
+
+
+def test_torn_batch_is_corrupt() -> None:
+    batch = rb.build_batch([(b"k", b"value")])
+    with pytest.raises(rb.CorruptRecordError):
+        rb.validate_batch(batch[:-1])
+    with pytest.raises(rb.CorruptRecordError):
+        rb.validate_batch(batch[:30])
+
+
+def test_old_magic_is_refused() -> None:
+    buf = bytearray(rb.build_batch([(b"k", b"value")]))
+    buf[rb.MAGIC_OFFSET] = 1
+    with pytest.raises(rb.UnsupportedMagicError):
+        rb.validate_batch(buf)
+
+
+def test_valid_prefix_stops_at_first_bad_batch() -> None:
+    a = rb.build_batch([(None, b"a")])
+    b = rb.build_batch([(None, b"bb")])
+    c = bytearray(rb.build_batch([(None, b"ccc")]))
+    c[-1] ^= 1
+    length, headers = rb.valid_prefix(a + b + bytes(c))
+    assert length == len(a) + len(b)
+    assert len(headers) == 2
+
+
+def test_header_field_positions_match_the_spec() -> None:
+    batch = rb.build_batch(
+        [(None, b"x")], producer_id=77, producer_epoch=3, base_sequence=9, timestamp_ms=42
+    )
+    assert struct.unpack_from(">q", batch, 43)[0] == 77
+    assert struct.unpack_from(">h", batch, 51)[0] == 3
+    assert struct.unpack_from(">i", batch, 53)[0] == 9
+    h = rb.read_header(batch)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence) == (77, 3, 9, 9)
+
+
+records_strategy = st.lists(
+    st.tuples(st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=200)),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(records_strategy, st.integers(0, 2**62), st.integers(0, 2**40))
+def test_property_round_trip(
+    recs: list[tuple[bytes | None, bytes | None]], offset: int, ts: int
+) -> None:
+    buf = bytearray(rb.build_batch(recs, timestamp_ms=ts))
+    rb.set_base_offset(buf, 0, offset)
+    header = rb.validate_batch(buf)
+    assert header.base_offset == offset
+    assert header.records_count == len(recs)
+    decoded = list(rb.iter_records(buf))
+    assert [(r.key, r.value) for r in decoded] == recs
+    assert [r.offset for r in decoded] == list(range(offset, offset + len(recs)))
+
+
+@given(st.binary(max_size=200))
+def test_property_garbage_never_crashes(data: bytes) -> None:
+    length, headers = rb.valid_prefix(data)
+    assert 0 <= length <= len(data)
+    assert sum(h.size for h in headers) == length
