@@ -1,0 +1,40 @@
+"""Storage: partition logs of Kafka RecordBatch v2 bytes, in Kafka's on-disk layout.
+
+Knows bytes, offsets and timestamps, never Kafka request/response messages.
+"""
+
+from nerve.storage.errors import (
+    DuplicateSequenceError,
+    InvalidPartitionsError,
+    InvalidProducerEpochError,
+    InvalidTopicError,
+    OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
+    RecordTooLargeError,
+    StorageError,
+    TopicExistsError,
+    UnknownProducerIdError,
+    UnknownTopicError,
+)
+from nerve.storage.log import AppendInfo, FetchSlice, FileRegion, PartitionLog
+from nerve.storage.log_manager import LogManager, TopicInfo
+
+__all__ = [
+    "AppendInfo",
+    "DuplicateSequenceError",
+    "FetchSlice",
+    "FileRegion",
+    "InvalidPartitionsError",
+    "InvalidProducerEpochError",
+    "InvalidTopicError",
+    "LogManager",
+    "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "PartitionLog",
+    "RecordTooLargeError",
+    "StorageError",
+    "TopicExistsError",
+    "TopicInfo",
+    "UnknownProducerIdError",
+    "UnknownTopicError",
+]

@@ -1,0 +1,182 @@
+"""OffsetIndex and TimeIndex: sparse, rebuildable caches beside each segment, as in Kafka.
+
+Both are held in memory (arrays; 8-12 bytes per `index.interval.bytes` of log) and mirrored to
+their file by appends. Kafka's formats, big-endian:
+  .index      relative offset i32 + file position i32  (8 bytes)
+  .timeindex  timestamp i64 + relative offset i32      (12 bytes)
+nerve's offset index stores each indexed batch's BASE offset (Kafka stores the last offset):
+a lookup then lands exactly on the batch that holds the offset more often. The time index
+stores (max timestamp so far, LAST offset of the batch that holds it), like Kafka.
+Files are loaded lazily on first lookup; an index that fails the sanity check is rebuilt
+from the log by its segment.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from array import array
+from pathlib import Path
+
+from nerve.storage.files import fsync_path, write_all
+
+_OFFSET_ENTRY = struct.Struct(">ii")
+_TIME_ENTRY = struct.Struct(">qi")
+
+
+class IndexCorruptError(Exception):
+    """Raised by load(); the owning segment rebuilds the index from its log."""
+
+
+class _IndexFile:
+    entry: struct.Struct
+
+    def __init__(self, path: Path, base_offset: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self._fd: int | None = None  # append fd while the segment is active
+
+    def open_writer(self, *, truncate: bool) -> None:
+        self.close_writer()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(self.path, flags, 0o644)
+
+    def close_writer(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            self.open_writer(truncate=False)
+        assert self._fd is not None
+        write_all(self._fd, data)
+
+    def read_raw(self) -> bytes:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise IndexCorruptError(f"{self.path.name} is missing") from None
+        if len(data) % self.entry.size:
+            raise IndexCorruptError(f"{self.path.name}: size {len(data)} is not whole entries")
+        return data
+
+    def sync(self) -> None:
+        fsync_path(self.path)
+
+
+class OffsetIndex(_IndexFile):
+    entry = _OFFSET_ENTRY
+
+    def __init__(self, path: Path, base_offset: int) -> None:
+        super().__init__(path, base_offset)
+        self.relative_offsets = array("i")
+        self.positions = array("i")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def load(self, log_size: int) -> None:
+        """Read the file; Kafka-style sanity check of the last entry only (cheap)."""
+        data = self.read_raw()
+        rel = array("i")
+        pos = array("i")
+        for r, p in _OFFSET_ENTRY.iter_unpack(data):
+            rel.append(r)
+            pos.append(p)
+        if pos and (pos[-1] >= log_size or rel[-1] < 0 or pos[-1] < 0):
+            raise IndexCorruptError(f"{self.path.name}: last entry points past the log")
+        if len(pos) >= 2 and (pos[-1] <= pos[-2] or rel[-1] <= rel[-2]):
+            raise IndexCorruptError(f"{self.path.name}: entries are not increasing")
+        self.relative_offsets, self.positions = rel, pos
+
+    def append(self, offset: int, position: int) -> None:
+        rel = offset - self.base_offset
+        self.relative_offsets.append(rel)
+        self.positions.append(position)
+        self._write(_OFFSET_ENTRY.pack(rel, position))
+
+    def rewrite(self, entries: list[tuple[int, int]]) -> None:
+        """Replace all entries with (absolute offset, position) pairs; used by rebuilds."""
+        self.relative_offsets = array("i", (o - self.base_offset for o, _ in entries))
+        self.positions = array("i", (p for _, p in entries))
+        self.close_writer()
+        self.open_writer(truncate=True)
+        self._write(b"".join(_OFFSET_ENTRY.pack(r, p)
+                             for r, p in zip(self.relative_offsets, self.positions,
+                                             strict=True)))
+
+    def lookup(self, offset: int) -> int:
+        """File position of the last indexed batch whose base offset is <= offset (else 0)."""
+        i = bisect.bisect_right(self.relative_offsets, offset - self.base_offset)
+        return self.positions[i - 1] if i else 0
+
+    def lookup_position(self, position: int) -> int:
+        """The last indexed batch position <= position (else 0): a known batch boundary."""
+        i = bisect.bisect_right(self.positions, position)
+        return self.positions[i - 1] if i else 0
+
+    @property
+    def full_bytes(self) -> int:
+        return len(self.positions) * _OFFSET_ENTRY.size
+
+
+class TimeIndex(_IndexFile):
+    entry = _TIME_ENTRY
+
+    def __init__(self, path: Path, base_offset: int) -> None:
+        super().__init__(path, base_offset)
+        self.timestamps = array("q")
+        self.relative_offsets = array("i")
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def load(self, next_offset: int) -> None:
+        data = self.read_raw()
+        ts = array("q")
+        rel = array("i")
+        for t, r in _TIME_ENTRY.iter_unpack(data):
+            ts.append(t)
+            rel.append(r)
+        if rel and (rel[-1] < 0 or rel[-1] + self.base_offset >= max(next_offset, 1)):
+            raise IndexCorruptError(f"{self.path.name}: last entry points past the log")
+        if len(ts) >= 2 and (ts[-1] <= ts[-2] or rel[-1] < rel[-2]):
+            raise IndexCorruptError(f"{self.path.name}: entries are not increasing")
+        self.timestamps, self.relative_offsets = ts, rel
+
+    @property
+    def last_timestamp(self) -> int:
+        return self.timestamps[-1] if self.timestamps else -1
+
+    @property
+    def last_offset(self) -> int:
+        return self.relative_offsets[-1] + self.base_offset if self.timestamps else -1
+
+    def maybe_append(self, timestamp: int, offset: int) -> None:
+        """Append only when the timestamp grows: entries stay strictly increasing."""
+        if timestamp > self.last_timestamp:
+            rel = offset - self.base_offset
+            self.timestamps.append(timestamp)
+            self.relative_offsets.append(rel)
+            self._write(_TIME_ENTRY.pack(timestamp, rel))
+
+    def rewrite(self, entries: list[tuple[int, int]]) -> None:
+        """Replace all entries with (timestamp, absolute offset) pairs."""
+        self.timestamps = array("q", (t for t, _ in entries))
+        self.relative_offsets = array("i", (o - self.base_offset for _, o in entries))
+        self.close_writer()
+        self.open_writer(truncate=True)
+        self._write(b"".join(_TIME_ENTRY.pack(t, r)
+                             for t, r in zip(self.timestamps, self.relative_offsets,
+                                             strict=True)))
+
+    def lookup_before(self, timestamp: int) -> int:
+        """Offset of the last entry whose timestamp is < `timestamp`, else -1.
+
+        Every batch up to (and including) the batch holding that offset has max timestamp
+        < target, so a scan for the first batch with max timestamp >= target starts there.
+        """
+        i = bisect.bisect_left(self.timestamps, timestamp)
+        return self.relative_offsets[i - 1] + self.base_offset if i else -1

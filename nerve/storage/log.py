@@ -1,0 +1,541 @@
+"""PartitionLog: one partition's segments, offsets, retention and flush state (Kafka's
+UnifiedLog + LogLoader, single node: the high watermark is the log end offset).
+
+Owned by the event loop: every method is a plain synchronous call made on the loop, except
+that a FlushToken's `run` (the fsyncs) may execute in a worker thread; `begin_flush` and
+`complete_flush` bracket it on the loop. `flush()` does all three in the calling thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerve.config import TopicConfig
+from nerve.protocol.records import BatchHeader, set_base_offset, set_log_append_time
+from nerve.storage.errors import OffsetOutOfRangeError, RecordTooLargeError
+from nerve.storage.files import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_START_OFFSET_FILE,
+    LOG_SUFFIX,
+    SNAPSHOT_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    TMP_SUFFIX,
+    fsync_dir,
+    fsync_path,
+    parse_offset,
+    read_all,
+    snapshot_path,
+    unlink_quietly,
+    write_file_atomic,
+)
+from nerve.storage.producer_state import ProducerStateEntry, ProducerStateManager
+from nerve.storage.reaper import SegmentReaper
+from nerve.storage.segment import LogSegment
+
+log = logging.getLogger("nerve.storage")
+
+_INT32_MAX = 0x7FFFFFFF
+_SCAN_WINDOW = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AppendInfo:
+    base_offset: int
+    last_offset: int
+    log_append_time: int  # -1 for CreateTime topics
+    log_start_offset: int
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    """Bytes of one segment file, for zero-copy send (os.sendfile from `fd`).
+
+    The fd stays valid at least file.delete.delay.ms after the segment is deleted.
+    """
+
+    fd: int
+    position: int
+    size: int
+
+    def read_bytes(self) -> bytes:
+        return read_all(self.fd, self.position, self.size)
+
+
+@dataclass(frozen=True)
+class FetchSlice:
+    regions: tuple[FileRegion, ...]  # empty when nothing to return
+    size: int  # total bytes
+
+    def read_bytes(self) -> bytes:
+        return b"".join(r.read_bytes() for r in self.regions)
+
+
+EMPTY_SLICE = FetchSlice((), 0)
+
+
+@dataclass
+class FlushToken:
+    """What one flush covers, captured on the loop; `run` is the blocking part."""
+
+    log: PartitionLog
+    end_offset: int
+    appended_messages: int
+    segments: list[tuple[LogSegment, int, bool]]  # (segment, size covered, sync its indexes)
+    files: list[Path] = field(default_factory=list)
+    dir_version: int = 0
+    sync_dir: bool = False
+
+    def run(self) -> None:
+        for seg, _, sync_indexes in self.segments:
+            try:
+                os.fsync(seg.read_fd)
+            except OSError:
+                if not seg.retired:  # a segment deleted meanwhile needs no durability
+                    raise
+            if sync_indexes:
+                seg.offset_index.sync()
+                seg.time_index.sync()
+        for path in self.files:
+            fsync_path(path)
+        if self.sync_dir:
+            fsync_dir(self.log.directory)
+
+
+class PartitionLog:
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        partition: int,
+        config: TopicConfig,
+        *,
+        clean: bool = False,
+        recovery_point: int | None = None,
+        reaper: SegmentReaper | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create) the partition in `directory`.
+
+        clean=True trusts the files (the broker stopped cleanly); otherwise every segment
+        from the one holding `recovery_point` (all of them when None) is validated and
+        truncated at the first torn or corrupt batch.
+        """
+        self.directory = Path(directory)
+        self.topic = topic
+        self.partition = partition
+        self.config = config  # assignable: later rolls and retention use the new one
+        self.clock = clock
+        self._own_reaper = reaper is None
+        self.reaper = reaper if reaper is not None else SegmentReaper(clock)
+        self.segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.recovery_point = 0
+        self.last_flush_ms = self._now_ms()
+        self._appended_messages = 0
+        self._flushed_messages = 0
+        self._size = 0
+        self._dir_version = 0  # bumped when a file appears in the directory
+        self._dir_synced = 0
+        self._lso_file_dirty = False
+        self.closed = False
+        self.producers = ProducerStateManager()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._load(clean, recovery_point)
+
+    def __repr__(self) -> str:
+        return f"PartitionLog({self.topic}-{self.partition})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log_end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self.segments[-1]
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # ---- loading (Kafka's LogLoader) ----
+
+    def _load(self, clean: bool, recovery_point: int | None) -> None:
+        bases: list[int] = []
+        snapshots: list[int] = []
+        for entry in os.scandir(self.directory):
+            name = entry.name
+            offset = parse_offset(name)
+            if name.endswith((DELETED_SUFFIX, TMP_SUFFIX)):
+                unlink_quietly(Path(entry.path))  # retired before a crash / half-written
+            elif offset is None:
+                continue
+            elif name.endswith(LOG_SUFFIX):
+                bases.append(offset)
+            elif name.endswith(SNAPSHOT_SUFFIX):
+                snapshots.append(offset)
+        bases.sort()
+        base_set = set(bases)
+        for entry in os.scandir(self.directory):  # indexes without a log are leftovers
+            offset = parse_offset(entry.name)
+            if (entry.name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX)) and offset is not None
+                    and offset not in base_set):
+                unlink_quietly(Path(entry.path))
+
+        checkpoint = self._read_log_start_offset()
+        interval = self.config.index_interval_bytes
+        if not bases:
+            start = checkpoint or 0
+            self._add_segment(LogSegment.create(self.directory, start, interval, self._now_ms()))
+            self._dir_version += 1
+        else:
+            for i, base in enumerate(bases):
+                nxt = bases[i + 1] if i + 1 < len(bases) else None
+                self._add_segment(LogSegment.open(self.directory, base, interval,
+                                                  next_offset=nxt))
+            if not clean:
+                self._recover(recovery_point)
+            self.active_segment.activate()
+        self._size = sum(s.size for s in self.segments)
+        self.log_end_offset = self.active_segment.next_offset
+        first = self.segments[0].base_offset
+        self.log_start_offset = min(max(checkpoint or first, first), self.log_end_offset)
+        if clean:
+            self.recovery_point = self.log_end_offset
+        else:
+            self.recovery_point = min(recovery_point or 0, self.log_end_offset)
+        self._load_producer_state(snapshots)
+
+    def _recover(self, recovery_point: int | None) -> None:
+        start = 0
+        if recovery_point is not None:
+            start = max(bisect.bisect_right(self._bases, recovery_point) - 1, 0)
+        i = start
+        while i < len(self.segments):
+            seg = self.segments[i]
+            before = seg.size
+            truncated = seg.recover()
+            if truncated:
+                log.warning("%s: truncated segment %d at %d bytes, dropped %d of %d bytes "
+                            "(torn or corrupt batch after an unclean shutdown)",
+                            self.name, seg.base_offset, seg.size, truncated, before)
+            later = self.segments[i + 1:]
+            if later and (truncated or later[0].base_offset != seg.next_offset):
+                dropped = sum(s.size for s in later)
+                log.warning("%s: dropped %d segment(s) after offset %d (%d bytes): they follow "
+                            "a truncation", self.name, len(later), seg.next_offset, dropped)
+                for s in later:
+                    s.close()
+                    for p in (s.path, s.offset_index.path, s.time_index.path):
+                        unlink_quietly(p)
+                del self.segments[i + 1:]
+                del self._bases[i + 1:]
+            i += 1
+
+    def _load_producer_state(self, snapshots: list[int]) -> None:
+        # Newest snapshot not beyond the log end; then replay batch headers after it.
+        scan_from = self.segments[0].base_offset
+        for offset in sorted(snapshots, reverse=True):
+            if offset <= self.log_end_offset and self.producers.read_snapshot(
+                    snapshot_path(self.directory, offset)):
+                scan_from = offset
+                break
+        for seg in self.segments:
+            if seg.next_offset <= scan_from:
+                continue
+            start = 0
+            if scan_from > seg.base_offset:
+                found = seg.find_batch(scan_from)
+                start = found[0] if found else seg.size
+            for _, header in seg.iter_headers(start, window=_SCAN_WINDOW):
+                self.producers.load_header(header)
+
+    def _read_log_start_offset(self) -> int | None:
+        try:
+            return int((self.directory / LOG_START_OFFSET_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _add_segment(self, seg: LogSegment) -> None:
+        self.segments.append(seg)
+        self._bases.append(seg.base_offset)
+
+    # ---- append ----
+
+    def append(
+        self, records: bytearray, headers: list[tuple[int, BatchHeader]], *, now_ms: int
+    ) -> AppendInfo:
+        """Append already-validated batches; assign offsets by patching them in place."""
+        if not headers:
+            raise ValueError("append needs at least one batch")
+        config = self.config
+        stamp = config.log_append_time
+        max_bytes = config.max_message_bytes
+        producers = self.producers
+        staged: dict[int, ProducerStateEntry] = {}
+        plan = []
+        next_offset = first_offset = self.log_end_offset
+        for pos, h in headers:
+            if h.size > max_bytes:
+                raise RecordTooLargeError(f"batch of {h.size} bytes exceeds max.message.bytes "
+                                          f"{max_bytes}")
+            base = next_offset
+            last = base + h.last_offset_delta
+            next_offset = last + 1
+            max_ts = now_ms if stamp else h.max_timestamp
+            if h.producer_id >= 0 and h.base_sequence >= 0 and not h.is_control:
+                producers.check(staged, h, base, last, max_ts, stamp)
+            plan.append((pos, base, last, max_ts, h.size))
+
+        seg = self.active_segment
+        if self._should_roll(seg, len(records), next_offset, plan[-1][3], now_ms):
+            seg = self._roll(now_ms)
+        for pos, base, *_ in plan:
+            set_base_offset(records, pos, base)
+            if stamp:
+                set_log_append_time(records, pos, now_ms)
+        if seg.size == 0:
+            seg.created_ms = now_ms  # a segment's age counts from its first batch
+        seg.append(records, plan)
+        if staged:
+            producers.commit(staged)
+        self.log_end_offset = next_offset
+        self._size += len(records)
+        self._appended_messages += next_offset - first_offset
+        return AppendInfo(first_offset, next_offset - 1, now_ms if stamp else -1,
+                          self.log_start_offset)
+
+    def _should_roll(
+        self, seg: LogSegment, size: int, next_offset: int, max_ts: int, now_ms: int
+    ) -> bool:
+        if seg.size == 0:
+            return False
+        config = self.config
+        if seg.size + size > config.segment_bytes:
+            return True
+        # Kafka's segment.ms: record time since the segment's first batch, or wall time since
+        # the segment was created when batches carry no timestamp.
+        if seg.rolling_timestamp >= 0 and max_ts >= 0:
+            waited = max_ts - seg.rolling_timestamp
+        else:
+            waited = now_ms - seg.created_ms
+        if waited > config.segment_ms:
+            return True
+        if next_offset - 1 - seg.base_offset > _INT32_MAX:  # relative offsets are int32
+            return True
+        return seg.offset_index.full_bytes + 8 > config.get_int("segment.index.bytes")
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        self.active_segment.seal()
+        seg = LogSegment.create(self.directory, self.log_end_offset,
+                                self.config.index_interval_bytes, now_ms)
+        self._add_segment(seg)
+        self._dir_version += 1
+        return seg
+
+    def roll(self, now_ms: int | None = None) -> None:
+        """Start a new segment now (if the active one has data)."""
+        if self.active_segment.size:
+            self._roll(self._now_ms() if now_ms is None else now_ms)
+
+    # ---- reads ----
+
+    def read(self, offset: int, max_bytes: int, *, min_one: bool = True) -> FetchSlice:
+        """Whole batches from the one holding `offset`, up to max_bytes (at least one batch
+        when min_one). Continues into later segments while room is left."""
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}] "
+                f"of {self.name}")
+        if offset == self.log_end_offset:
+            return EMPTY_SLICE
+        i = max(bisect.bisect_right(self._bases, offset) - 1, 0)
+        regions: list[FileRegion] = []
+        total = 0
+        while i < len(self.segments):
+            seg = self.segments[i]
+            found = seg.read(offset, max_bytes - total, min_one and not regions)
+            if found is not None:
+                pos, size = found
+                if size == 0:
+                    break
+                regions.append(FileRegion(seg.read_fd, pos, size))
+                total += size
+                if pos + size < seg.size or total >= max_bytes:
+                    break
+            offset = seg.next_offset
+            i += 1
+        return FetchSlice(tuple(regions), total)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) for ListOffsets: the BASE offset and max timestamp of the first
+        batch whose max timestamp >= target (not the exact record: that would need decoding;
+        a consumer starting there re-reads at most one batch's earlier records)."""
+        lso = self.log_start_offset
+        for seg in self.segments:
+            if seg.next_offset <= lso or seg.max_timestamp < timestamp_ms:
+                continue
+            found = seg.offset_for_timestamp(timestamp_ms)
+            if found is not None:
+                return max(found[0], lso), found[1]
+        return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(offset, timestamp) for ListOffsets MAX_TIMESTAMP: the LAST offset of the first batch
+        carrying the largest max timestamp; (-1, -1) when empty."""
+        best = (-1, -1)
+        for seg in self.segments:
+            if seg.next_offset > self.log_start_offset and seg.max_timestamp > best[1]:
+                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+        return best
+
+    # ---- deletion ----
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: raise the log start offset; delete segments wholly below it."""
+        if offset < 0 or offset > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [0, {self.high_watermark}] of {self.name}")
+        if offset <= self.log_start_offset:
+            return self.log_start_offset
+        self.log_start_offset = offset
+        # Renamed into place now (survives a process crash); fsynced by the next flush.
+        write_file_atomic(self.directory / LOG_START_OFFSET_FILE, f"{offset}\n".encode(),
+                          durable=False)
+        self._lso_file_dirty = True
+        while len(self.segments) > 1 and self.segments[1].base_offset <= offset:
+            self._delete_oldest()
+        return offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete old non-active segments by retention.ms, then by retention.bytes (oldest
+        first, stopping at the first that may stay, as Kafka does). Returns how many."""
+        config = self.config
+        deleted = 0
+        retention_ms = config.retention_ms
+        if retention_ms >= 0:
+            while (len(self.segments) > 1
+                   and now_ms - self.segments[0].largest_timestamp() > retention_ms):
+                self._delete_oldest()
+                deleted += 1
+        retention_bytes = config.retention_bytes
+        if retention_bytes >= 0:
+            while (len(self.segments) > 1
+                   and self._size - self.segments[0].size >= retention_bytes):
+                self._delete_oldest()
+                deleted += 1
+        return deleted
+
+    def _delete_oldest(self) -> None:
+        seg = self.segments.pop(0)
+        self._bases.pop(0)
+        self._size -= seg.size
+        self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+        seg.retire()
+        self.reaper.schedule(seg.destroy, self.config.get_int("file.delete.delay.ms"))
+
+    # ---- flush ----
+
+    def unflushed_messages(self) -> int:
+        return self._appended_messages - self._flushed_messages
+
+    def needs_flush(self, now_ms: int) -> bool:
+        """The flush.messages / flush.ms policy."""
+        unflushed = self.unflushed_messages()
+        if not unflushed:
+            return False
+        config = self.config
+        return (unflushed >= config.flush_messages
+                or now_ms - self.last_flush_ms >= config.flush_ms)
+
+    def begin_flush(self) -> FlushToken | None:
+        """Capture what is unflushed right now; None when everything is durable already."""
+        segments = []
+        for seg in reversed(self.segments):  # unflushed segments are always a suffix
+            dirty = seg.flushed_size < seg.size
+            sync_indexes = seg.sealed and not seg.indexes_flushed
+            if dirty or sync_indexes:
+                segments.append((seg, seg.size, sync_indexes))
+            elif seg.sealed:
+                break
+        files = [self.directory / LOG_START_OFFSET_FILE] if self._lso_file_dirty else []
+        sync_dir = self._dir_version > self._dir_synced or bool(files)
+        if not segments and not files and not sync_dir:
+            self._flushed_messages = self._appended_messages
+            self.recovery_point = self.log_end_offset
+            return None
+        return FlushToken(self, self.log_end_offset, self._appended_messages, segments, files,
+                          self._dir_version, sync_dir)
+
+    def complete_flush(self, token: FlushToken, now_ms: int | None = None) -> None:
+        for seg, size, sync_indexes in token.segments:
+            seg.flushed_size = max(seg.flushed_size, size)
+            if sync_indexes:
+                seg.indexes_flushed = True
+        if token.files:
+            self._lso_file_dirty = False
+        self._dir_synced = max(self._dir_synced, token.dir_version)
+        self.recovery_point = max(self.recovery_point, token.end_offset)
+        self._flushed_messages = max(self._flushed_messages, token.appended_messages)
+        self.last_flush_ms = self._now_ms() if now_ms is None else now_ms
+
+    def flush(self) -> None:
+        """Blocking fsync of everything appended so far; records the recovery point."""
+        token = self.begin_flush()
+        if token is not None:
+            token.run()
+            self.complete_flush(token)
+        else:
+            self.last_flush_ms = self._now_ms()
+
+    # ---- shutdown ----
+
+    def close(self) -> None:
+        """Flush, seal, snapshot producer state, close the files (blocking)."""
+        if self.closed:
+            return
+        self.flush()
+        active = self.active_segment
+        active.seal()
+        active.offset_index.sync()
+        active.time_index.sync()
+        self._write_producer_snapshot()
+        for seg in self.segments:
+            seg.close()
+        self.closed = True
+        if self._own_reaper:
+            self.reaper.run_all_now()
+
+    def _write_producer_snapshot(self) -> None:
+        path = snapshot_path(self.directory, self.log_end_offset)
+        self.producers.write_snapshot(path)
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(SNAPSHOT_SUFFIX) and entry.path != str(path):
+                unlink_quietly(Path(entry.path))
+
+    def retire_all(self) -> list[LogSegment]:
+        """Close for topic deletion: seal the segments but keep their read fds open for
+        in-flight sends; the caller destroys them later (in a thread)."""
+        for seg in self.segments:
+            seg.seal()
+            seg.retired = True  # a concurrent fsync round may then find the fd closed
+        self.closed = True
+        return list(self.segments)
+
+    def producer_state(self) -> dict[int, ProducerStateEntry]:
+        return self.producers.producers
