@@ -1,0 +1,142 @@
+"""CreateTopics (key 19), versions 2-7.
+
+Behaviour:
+- num_partitions -1 takes the broker's `num.partitions`; 0 or below -1 is INVALID_PARTITIONS.
+- replication_factor -1 or 1 is fine; 0 or below -1 is INVALID_REPLICATION_FACTOR, and so is
+  anything above 1, with Kafka's message (this is a single node).
+- Manual assignments are accepted when every partition names exactly this node and the
+  partition indexes are 0..n-1 (then num_partitions and replication_factor must be -1, else
+  INVALID_REQUEST); anything else is INVALID_REPLICA_ASSIGNMENT.
+- Configs are checked against `nerve.config.TOPIC_CONFIGS`: unknown names, bad or null values
+  are INVALID_CONFIG with an error message. Bad names: INVALID_TOPIC_EXCEPTION; an existing
+  topic: TOPIC_ALREADY_EXISTS; a name given twice in one request: INVALID_REQUEST for each.
+- validate_only runs every check, creates nothing, and still reports the would-be partitions,
+  replication factor and configs (v5+), with a zero topic id (v7).
+- v5+ results carry num_partitions, replication_factor (1) and the topic's configs with their
+  sources (the DescribeConfigs helper in k32); v7 the topic id.
+Known gaps: the request timeout is ignored (creation is synchronous); no CreateTopicPolicy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from nerve.config import ConfigError, TopicConfig, validate_topic_configs
+from nerve.handlers import RequestContext, api
+from nerve.handlers.k32_describe_configs import topic_config_entries
+from nerve.protocol.errors import ErrorCode
+from nerve.protocol.messages import ZERO_UUID, build, response_class
+from nerve.storage.errors import InvalidPartitionsError, InvalidTopicError, TopicExistsError
+from nerve.storage.log_manager import validate_topic_name
+
+log = logging.getLogger("nerve.admin")
+
+
+class AdminError(Exception):
+    """A per-topic rejection: the error code and message for that topic's result."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def replication_error(replicas: int) -> AdminError:
+    return AdminError(
+        ErrorCode.invalid_replication_factor,
+        f"Unable to replicate the partition {replicas} time(s): The target replication factor "
+        f"of {replicas} cannot be reached because only 1 broker(s) are registered.",
+    )
+
+
+def check_assignments(node_id: int, assignments: list[tuple[int, ...]]) -> None:
+    """Manual replica assignments: only 'every partition on this node' can be honoured."""
+    for replicas in assignments:
+        if list(replicas) != [node_id]:
+            raise AdminError(ErrorCode.invalid_replica_assignment,
+                          f"replica assignment {list(replicas)} is impossible: this single "
+                          f"broker is node {node_id}")
+
+
+def _partition_count(ctx: RequestContext, t: Any) -> int:
+    node = ctx.broker.node_id
+    if t.assignments:
+        if t.num_partitions != -1 or t.replication_factor != -1:
+            raise AdminError(ErrorCode.invalid_request, "both num_partitions or replication_factor "
+                          "and manual assignments were set; give one or the other")
+        indexes = sorted(a.partition_index for a in t.assignments)
+        if indexes != list(range(len(indexes))):
+            raise AdminError(ErrorCode.invalid_replica_assignment,
+                          "partitions must be numbered consecutively from 0")
+        check_assignments(node, [a.broker_ids for a in t.assignments])
+        return len(indexes)
+    rf = t.replication_factor
+    if rf == 0 or rf < -1:
+        raise AdminError(ErrorCode.invalid_replication_factor,
+                      "Replication factor must be larger than 0, or -1 to use the default value.")
+    if rf > 1:
+        raise replication_error(rf)
+    n = t.num_partitions
+    if n == 0 or n < -1:
+        raise AdminError(ErrorCode.invalid_partitions,
+                      "Number of partitions was set to an invalid non-positive value.")
+    return ctx.broker.config.get_int("num.partitions") if n == -1 else n
+
+
+def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
+    num = _partition_count(ctx, t)
+    nulls = [c.name for c in t.configs if c.value is None]
+    if nulls:
+        raise AdminError(ErrorCode.invalid_config,
+                      f"Null value not supported for topic configs: {', '.join(nulls)}")
+    try:
+        overrides = validate_topic_configs({c.name: c.value for c in t.configs})
+    except ConfigError as e:
+        raise AdminError(ErrorCode.invalid_config, str(e)) from None
+    logs = ctx.broker.logs
+    if t.name in logs.topics:
+        raise AdminError(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.")
+    try:
+        if validate_only:
+            # what create_topic checks before writing anything
+            validate_topic_name(t.name)
+            key = t.name.replace(".", "_")
+            for other in logs.topics:
+                if other.replace(".", "_") == key:
+                    raise InvalidTopicError(f"topic {t.name!r} collides with {other!r}")
+            topic_id, config = ZERO_UUID, TopicConfig(overrides, ctx.broker.config)
+        else:
+            info = logs.create_topic(t.name, num, overrides)
+            topic_id, config = info.topic_id, info.config
+            log.info("created topic %s (%d partitions) for %s", t.name, num,
+                     ctx.header.client_id)
+    except TopicExistsError as e:
+        raise AdminError(ErrorCode.topic_already_exists, str(e) or "topic exists") from None
+    except InvalidTopicError as e:
+        raise AdminError(ErrorCode.invalid_topic_exception, str(e) or "invalid topic") from None
+    except InvalidPartitionsError as e:
+        raise AdminError(ErrorCode.invalid_partitions, str(e) or "invalid partitions") from None
+    except ConfigError as e:
+        raise AdminError(ErrorCode.invalid_config, str(e)) from None
+    return {"name": t.name, "topic_id": topic_id, "error_code": ErrorCode.none,
+            "error_message": None, "num_partitions": num, "replication_factor": 1,
+            "configs": topic_config_entries(config)}
+
+
+@api(19, "CreateTopics", 2, 7)
+async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
+    names = Counter(t.name for t in request.topics)
+    results = []
+    for t in request.topics:
+        try:
+            if names[t.name] > 1:
+                raise AdminError(ErrorCode.invalid_request,
+                              f"topic '{t.name}' appears more than once in the request")
+            results.append(_create(ctx, t, request.validate_only))
+        except AdminError as r:
+            results.append({"name": t.name, "topic_id": ZERO_UUID, "error_code": r.code,
+                            "error_message": r.message, "num_partitions": -1,
+                            "replication_factor": -1, "configs": None})
+    return build(response_class(19, ctx.version), throttle_time=0, topics=results)

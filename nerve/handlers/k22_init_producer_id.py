@@ -1,0 +1,51 @@
+"""InitProducerId (key 22), versions 0-5: producer ids for idempotent producers.
+
+Behaviour:
+- transactional_id null, no producer id: a fresh producer id (from the persisted id blocks of
+  `ProducerIdManager`) with epoch 0.
+- transactional_id null with producer_id and producer_epoch (v3+, KIP-360: an idempotent
+  producer re-initialising after an error): the same id with the epoch bumped, so the producer
+  restarts its sequences at 0 without losing its identity; at the largest epoch (32766) a
+  fresh id with epoch 0 instead, as Kafka does on exhaustion. Only one of the two set:
+  INVALID_REQUEST (as Kafka).
+- A non-null transactional_id: INVALID_REQUEST, logged at WARNING. nerve has no transaction
+  coordinator yet; INVALID_REQUEST is not retriable, so Java producers fail at once with
+  "Unexpected error in InitProducerIdResponse; ...sent to an incompatible broker" and
+  librdkafka raises a fatal error, instead of retrying until a timeout (which a coordinator
+  error such as COORDINATOR_NOT_AVAILABLE would cause). The response has no message field.
+Known gaps: transactions; transaction_timeout_ms is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nerve.handlers import RequestContext, api
+from nerve.protocol.errors import ErrorCode
+from nerve.protocol.messages import build, response_class
+
+log = logging.getLogger("nerve.producers")
+
+MAX_EPOCH = 32766  # Short.MAX_VALUE - 1: Kafka keeps 32767 unused so a bump never overflows
+
+
+@api(22, "InitProducerId", 0, 5)
+async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
+    cls = response_class(22, ctx.version)
+    pid = getattr(request, "producer_id", -1)
+    epoch = getattr(request, "producer_epoch", -1)
+    if request.transactional_id is not None:
+        log.warning("InitProducerId for transactional.id %r from %s refused: transactions are "
+                    "not supported yet", request.transactional_id, ctx.header.client_id)
+        return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
+                     producer_id=-1, producer_epoch=-1)
+    if (pid == -1) != (epoch == -1):
+        return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
+                     producer_id=-1, producer_epoch=-1)
+    if pid >= 0 and 0 <= epoch < MAX_EPOCH:
+        new_pid, new_epoch = pid, epoch + 1
+    else:
+        new_pid, new_epoch = ctx.broker.producer_ids.next_producer_id(), 0
+    return build(cls, throttle_time=0, error_code=ErrorCode.none,
+                 producer_id=new_pid, producer_epoch=new_epoch)

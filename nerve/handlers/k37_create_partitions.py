@@ -1,0 +1,72 @@
+"""CreatePartitions (key 37), versions 0-3.
+
+Behaviour: raises a topic's partition count to `count`. A count that is not above the current
+one is INVALID_PARTITIONS with Kafka's message; an unknown topic UNKNOWN_TOPIC_OR_PARTITION; a
+topic named twice in one request INVALID_REQUEST for each. Assignments, when given, must list
+one entry per new partition, each naming exactly this node, else INVALID_REPLICA_ASSIGNMENT.
+validate_only checks without changing anything. Existing partitions keep their data; new ones
+start empty at offset 0.
+Known gaps: the request timeout is ignored (the change is synchronous).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from nerve.handlers import RequestContext, api
+from nerve.handlers.k19_create_topics import AdminError, check_assignments
+from nerve.protocol.errors import ErrorCode
+from nerve.protocol.messages import build, response_class
+from nerve.storage.errors import InvalidPartitionsError, UnknownTopicError
+
+log = logging.getLogger("nerve.admin")
+
+
+def _grow(ctx: RequestContext, t: Any, validate_only: bool) -> None:
+    info = ctx.broker.logs.topics.get(t.name)
+    if info is None:
+        raise AdminError(ErrorCode.unknown_topic_or_partition,
+                         f"The topic '{t.name}' does not exist.")
+    current = info.num_partitions
+    if t.count < current:
+        raise AdminError(ErrorCode.invalid_partitions,
+                         f"Topic currently has {current} partitions, which is higher than the "
+                         f"requested {t.count}.")
+    if t.count == current:
+        raise AdminError(ErrorCode.invalid_partitions,
+                         f"Topic already has {current} partitions.")
+    if t.assignments is not None:
+        if len(t.assignments) != t.count - current:
+            raise AdminError(ErrorCode.invalid_replica_assignment,
+                             f"{len(t.assignments)} assignments for {t.count - current} new "
+                             "partitions")
+        check_assignments(ctx.broker.node_id, [a.broker_ids for a in t.assignments])
+    if validate_only:
+        return
+    try:
+        ctx.broker.logs.create_partitions(t.name, t.count)
+    except UnknownTopicError as e:
+        raise AdminError(ErrorCode.unknown_topic_or_partition, str(e)) from None
+    except InvalidPartitionsError as e:
+        raise AdminError(ErrorCode.invalid_partitions, str(e)) from None
+    log.info("topic %s now has %d partitions", t.name, t.count)
+
+
+@api(37, "CreatePartitions", 0, 3)
+async def handle_create_partitions(ctx: RequestContext, request: Any) -> Any:
+    names = Counter(t.name for t in request.topics)
+    results = []
+    for t in request.topics:
+        result: dict[str, Any] = {"name": t.name, "error_code": ErrorCode.none,
+                                  "error_message": None}
+        try:
+            if names[t.name] > 1:
+                raise AdminError(ErrorCode.invalid_request,
+                                 f"topic '{t.name}' appears more than once in the request")
+            _grow(ctx, t, request.validate_only)
+        except AdminError as e:
+            result.update(error_code=e.code, error_message=e.message)
+        results.append(result)
+    return build(response_class(37, ctx.version), throttle_time=0, results=results)

@@ -1,0 +1,43 @@
+"""DescribeCluster (key 60), versions 0-1.
+
+Behaviour: the cluster is this node: brokers = [this node with its advertised host and port],
+controller_id = this node (as Metadata reports), cluster_id from meta.properties. v1's
+endpoint_type 1 (brokers) is answered; 2 (controllers) is UNSUPPORTED_ENDPOINT_TYPE, as a Kafka
+broker answers it (clients ask controllers directly for that). Cluster authorized operations are
+never computed: -2147483648, as Kafka without an authorizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nerve.handlers import RequestContext, api
+from nerve.handlers.k03_metadata import NO_OPERATIONS
+from nerve.protocol.errors import ErrorCode
+from nerve.protocol.messages import build, response_class
+
+ENDPOINT_BROKERS = 1
+
+
+@api(60, "DescribeCluster", 0, 1)
+async def handle_describe_cluster(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    cls = response_class(60, ctx.version)
+    endpoint_type = getattr(request, "endpoint_type", ENDPOINT_BROKERS)
+    if endpoint_type != ENDPOINT_BROKERS:
+        return build(cls, throttle_time=0, error_code=ErrorCode.unsupported_endpoint_type,
+                     error_message=f"endpoint type {endpoint_type}: this is a broker endpoint",
+                     endpoint_type=endpoint_type, cluster_id=broker.cluster_id,
+                     controller_id=-1, brokers=[], cluster_authorized_operations=NO_OPERATIONS)
+    return build(
+        cls,
+        throttle_time=0,
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=ENDPOINT_BROKERS,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        brokers=[{"broker_id": broker.node_id, "host": broker.advertised_host,
+                  "port": broker.advertised_port, "rack": None}],
+        cluster_authorized_operations=NO_OPERATIONS,
+    )
