@@ -204,12 +204,18 @@ class PartitionLog:
             self._add_segment(LogSegment.create(self.directory, start, interval, self._now_ms()))
             self._dir_version += 1
         else:
+            # Unclean stop: validate every segment from the one holding the recovery point.
+            first_to_recover = len(bases)
+            if not clean:
+                first_to_recover = 0
+                if recovery_point is not None:
+                    first_to_recover = max(bisect.bisect_right(bases, recovery_point) - 1, 0)
             for i, base in enumerate(bases):
                 nxt = bases[i + 1] if i + 1 < len(bases) else None
                 self._add_segment(LogSegment.open(self.directory, base, interval,
-                                                  next_offset=nxt))
-            if not clean:
-                self._recover(recovery_point)
+                                                  next_offset=nxt,
+                                                  recover=i >= first_to_recover))
+            self._drop_after_gap()
             self.active_segment.activate()
         self._size = sum(s.size for s in self.segments)
         self.log_end_offset = self.active_segment.next_offset
@@ -221,31 +227,21 @@ class PartitionLog:
             self.recovery_point = min(recovery_point or 0, self.log_end_offset)
         self._load_producer_state(snapshots)
 
-    def _recover(self, recovery_point: int | None) -> None:
-        start = 0
-        if recovery_point is not None:
-            start = max(bisect.bisect_right(self._bases, recovery_point) - 1, 0)
-        i = start
-        while i < len(self.segments):
-            seg = self.segments[i]
-            before = seg.size
-            truncated = seg.recover()
-            if truncated:
-                log.warning("%s: truncated segment %d at %d bytes, dropped %d of %d bytes "
-                            "(torn or corrupt batch after an unclean shutdown)",
-                            self.name, seg.base_offset, seg.size, truncated, before)
-            later = self.segments[i + 1:]
-            if later and (truncated or later[0].base_offset != seg.next_offset):
-                dropped = sum(s.size for s in later)
-                log.warning("%s: dropped %d segment(s) after offset %d (%d bytes): they follow "
-                            "a truncation", self.name, len(later), seg.next_offset, dropped)
+    def _drop_after_gap(self) -> None:
+        """Segments after a truncated one (a gap in offsets) cannot be trusted: drop them."""
+        for i in range(len(self.segments) - 1):
+            seg, later = self.segments[i], self.segments[i + 1:]
+            if later[0].base_offset != seg.next_offset:
+                log.warning("%s: dropped %d segment(s) from offset %d (%d bytes): they follow "
+                            "a truncation at offset %d", self.name, len(later),
+                            later[0].base_offset, sum(s.size for s in later), seg.next_offset)
                 for s in later:
                     s.close()
                     for p in (s.path, s.offset_index.path, s.time_index.path):
                         unlink_quietly(p)
                 del self.segments[i + 1:]
                 del self._bases[i + 1:]
-            i += 1
+                return
 
     def _load_producer_state(self, snapshots: list[int]) -> None:
         # Newest snapshot not beyond the log end; then replay batch headers after it.

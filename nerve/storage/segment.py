@@ -7,6 +7,7 @@ flush token (any thread). Reads never decode records: they pread 61-byte batch h
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from nerve.storage.files import (
     write_all,
 )
 from nerve.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
+
+log = logging.getLogger("nerve.storage")
 
 # Header walks read this much at a time: index entries are index.interval.bytes apart, so one
 # window usually covers a whole lookup.
@@ -86,11 +89,13 @@ class LogSegment:
         index_interval_bytes: int,
         *,
         next_offset: int | None,
+        recover: bool = False,
     ) -> LogSegment:
         """Open an existing segment, trusting its indexes if they pass a sanity check.
 
         next_offset is the following segment's base offset; None for the last segment, whose
-        end is found by walking headers from its last offset index entry.
+        end is found by walking headers from its last offset index entry. recover=True
+        validates every batch instead (unclean shutdown) and rebuilds the indexes.
         """
         seg = cls(directory, base_offset, index_interval_bytes)
         seg.read_fd = os.open(seg.path, os.O_RDONLY)
@@ -98,6 +103,9 @@ class LogSegment:
         seg.size = seg.flushed_size = st.st_size
         seg.created_ms = int(st.st_mtime * 1000)
         seg.sealed = next_offset is not None
+        if recover:
+            seg.recover()
+            return seg
         try:
             seg.offset_index.load(seg.size)
             if next_offset is None:
@@ -338,6 +346,9 @@ class LogSegment:
             break  # a torn or corrupt batch
         truncated = size - pos
         if truncated:
+            log.warning("%s: truncated segment %d to %d bytes, dropped %d of %d bytes "
+                        "(torn or corrupt batch)", self.directory.name, self.base_offset, pos,
+                        truncated, size)
             os.truncate(self.path, pos)
         self.size = pos
         self.flushed_size = 0  # the truncation (and maybe the data) is not durable yet
