@@ -1,0 +1,408 @@
+"""LogManager: the data directory, the topic catalog, recovery at boot, retention, the flush
+policy and group commit (Kafka's LogManager, single data dir).
+
+Layout of data_dir:
+  topics.json                        catalog: name, topic id, partition count, overrides
+  <topic>-<partition>/               one PartitionLog each (segments, indexes, snapshots)
+  recovery-point-offset-checkpoint   Kafka's format; bounds recovery after an unclean stop
+  .nerve_clean_shutdown              written by a clean stop, removed at load
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
+from nerve.storage.errors import (
+    InvalidPartitionsError,
+    InvalidTopicError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from nerve.storage.files import (
+    CATALOG_FILE,
+    CLEAN_SHUTDOWN_FILE,
+    DELETE_DIR_SUFFIX,
+    RECOVERY_POINT_FILE,
+    fsync_dir,
+    partition_dir_name,
+    unlink_quietly,
+    write_file_atomic,
+)
+from nerve.storage.log import FlushToken, PartitionLog
+from nerve.storage.reaper import SegmentReaper
+from nerve.storage.segment import LogSegment
+
+log = logging.getLogger("nerve.storage")
+
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+MAX_TOPIC_NAME_LENGTH = 249
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+# How often the flush.ms / flush.messages policy and due file deletions are checked.
+POLICY_TICK_S = 0.1
+# Kafka's log.flush.offset.checkpoint.interval.ms default.
+RECOVERY_CHECKPOINT_INTERVAL_S = 60.0
+
+
+def validate_topic_name(name: str) -> None:
+    if not name or len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopicError(f"topic name length must be 1..{MAX_TOPIC_NAME_LENGTH}")
+    if name in (".", ".."):
+        raise InvalidTopicError(f"topic name cannot be {name!r}")
+    if not _LEGAL_NAME.fullmatch(name):
+        raise InvalidTopicError(f"topic name {name!r} has characters outside [a-zA-Z0-9._-]")
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    topic_id: uuid.UUID
+    num_partitions: int
+    overrides: dict[str, str]
+    config: TopicConfig
+
+
+def _run_tokens(tokens: list[FlushToken]) -> None:
+    for token in tokens:
+        token.run()
+
+
+class LogManager:
+    def __init__(
+        self, data_dir: Path, broker_config: BrokerConfig, *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.broker_config = broker_config
+        self.clock = clock
+        self.topics: dict[str, TopicInfo] = {}
+        self._by_id: dict[uuid.UUID, TopicInfo] = {}
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self.reaper = SegmentReaper(clock)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Group commit: logs waiting for the next fsync round, and that round's future.
+        self._waiting: dict[int, PartitionLog] = {}
+        self._next_round: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.fsync_rounds = 0  # rounds that fsynced something (tests, metrics)
+        self.clean_load: bool | None = None  # whether load() found the clean marker
+        self._loaded = False
+        self._closed = False
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # ---- load ----
+
+    def load(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.data_dir / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        if clean:
+            # Durably gone before any append: a later crash must not look clean.
+            marker.unlink()
+            fsync_dir(self.data_dir)
+        self.clean_load = clean
+        recovery_points = self._read_recovery_points()
+        for entry in self.data_dir.iterdir():
+            if entry.is_dir() and entry.name.endswith(DELETE_DIR_SUFFIX):
+                self.reaper.schedule(lambda p=entry: shutil.rmtree(p, ignore_errors=True), 0)
+        for info in self._read_catalog():
+            self._register(info)
+            for p in range(info.num_partitions):
+                self._open_log(info, p, clean=clean, recovery_point=recovery_points.get(
+                    (info.name, p)))
+        self._loaded = True
+        log.info("loaded %d topic(s), %d partition(s) from %s (%s shutdown)", len(self.topics),
+                 len(self._logs), self.data_dir, "clean" if clean else "unclean")
+
+    def _open_log(
+        self, info: TopicInfo, partition: int, *, clean: bool, recovery_point: int | None
+    ) -> PartitionLog:
+        plog = PartitionLog(self.data_dir / partition_dir_name(info.name, partition), info.name,
+                            partition, info.config, clean=clean, recovery_point=recovery_point,
+                            reaper=self.reaper, clock=self.clock)
+        self._logs[(info.name, partition)] = plog
+        return plog
+
+    def _register(self, info: TopicInfo) -> None:
+        self.topics[info.name] = info
+        self._by_id[info.topic_id] = info
+
+    # ---- catalog ----
+
+    def _read_catalog(self) -> list[TopicInfo]:
+        path = self.data_dir / CATALOG_FILE
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        out = []
+        for t in data["topics"]:
+            overrides = dict(t.get("configs", {}))
+            out.append(TopicInfo(t["name"], uuid.UUID(t["topic_id"]), int(t["partitions"]),
+                                 overrides, TopicConfig(overrides, self.broker_config)))
+        return out
+
+    def _write_catalog(self) -> None:
+        # Small and rare (admin requests): written durably on the spot.
+        data = {"version": 1, "topics": [
+            {"name": i.name, "topic_id": str(i.topic_id), "partitions": i.num_partitions,
+             "configs": i.overrides}
+            for i in self.topics.values()
+        ]}
+        write_file_atomic(self.data_dir / CATALOG_FILE,
+                          json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def _read_recovery_points(self) -> dict[tuple[str, int], int]:
+        path = self.data_dir / RECOVERY_POINT_FILE
+        try:
+            lines = path.read_text().splitlines()
+            out = {}
+            for line in lines[2:]:
+                topic, partition, offset = line.split()
+                out[(topic, int(partition))] = int(offset)
+            return out
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _recovery_checkpoint_bytes(self) -> bytes:
+        lines = [f"{lg.topic} {lg.partition} {lg.recovery_point}" for lg in self._logs.values()]
+        return ("\n".join(["0", str(len(lines)), *lines]) + "\n").encode()
+
+    async def write_recovery_checkpoint(self) -> None:
+        data = self._recovery_checkpoint_bytes()  # captured on the loop
+        await asyncio.to_thread(write_file_atomic, self.data_dir / RECOVERY_POINT_FILE, data)
+
+    # ---- topics ----
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+        return self._by_id.get(topic_id)
+
+    def create_topic(
+        self, name: str, num_partitions: int, overrides: Mapping[str, str] = _EMPTY
+    ) -> TopicInfo:
+        validate_topic_name(name)
+        if name in self.topics:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        collides = name.replace(".", "_")
+        for other in self.topics:
+            if other.replace(".", "_") == collides:
+                raise InvalidTopicError(f"topic {name!r} collides with existing topic {other!r}")
+        if num_partitions <= 0:
+            raise InvalidPartitionsError(f"partition count must be > 0, got {num_partitions}")
+        checked = validate_topic_configs(overrides)
+        info = TopicInfo(name, uuid.uuid4(), num_partitions, checked,
+                         TopicConfig(checked, self.broker_config))
+        self._register(info)
+        self._write_catalog()
+        for p in range(num_partitions):
+            self._clear_stale_dir(name, p)
+            self._open_log(info, p, clean=True, recovery_point=None)
+        return info
+
+    def _clear_stale_dir(self, topic: str, partition: int) -> None:
+        # A directory left by a crash between catalog write and creation must not resurface.
+        path = self.data_dir / partition_dir_name(topic, partition)
+        if path.exists():
+            gone = path.with_name(f"{path.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+            path.rename(gone)
+            self.reaper.schedule(lambda: shutil.rmtree(gone, ignore_errors=True), 0)
+
+    def delete_topic(self, name: str) -> None:
+        info = self.topics.pop(name, None)
+        if info is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        self._by_id.pop(info.topic_id, None)
+        self._write_catalog()
+        delay = info.config.get_int("file.delete.delay.ms")
+        for p in range(info.num_partitions):
+            plog = self._logs.pop((name, p), None)
+            if plog is None:
+                continue
+            self._waiting.pop(id(plog), None)
+            segments = plog.retire_all()
+            gone = plog.directory.with_name(
+                f"{plog.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+            plog.directory.rename(gone)
+            # Read fds stay open until then, for sends already under way.
+            self.reaper.schedule(lambda g=gone, s=segments: _remove_dir(g, s), delay)
+
+    def create_partitions(self, name: str, total: int) -> None:
+        info = self.topics.get(name)
+        if info is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        if total <= info.num_partitions:
+            raise InvalidPartitionsError(
+                f"topic {name!r} has {info.num_partitions} partitions; {total} is not more")
+        old = info.num_partitions
+        info.num_partitions = total
+        self._write_catalog()
+        for p in range(old, total):
+            self._clear_stale_dir(name, p)
+            self._open_log(info, p, clean=True, recovery_point=None)
+
+    def alter_topic_config(self, name: str, overrides: Mapping[str, str]) -> None:
+        info = self.topics.get(name)
+        if info is None:
+            raise UnknownTopicError(f"unknown topic {name!r}")
+        checked = validate_topic_configs(overrides)
+        info.overrides = checked
+        info.config = TopicConfig(checked, self.broker_config)
+        for p in range(info.num_partitions):
+            plog = self._logs.get((name, p))
+            if plog is not None:
+                plog.config = info.config
+        self._write_catalog()
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self._logs.get((topic, partition))
+
+    def all_logs(self) -> Iterator[PartitionLog]:
+        return iter(list(self._logs.values()))
+
+    # ---- group commit ----
+
+    async def flush(self, logs: Iterable[PartitionLog]) -> None:
+        """Make everything appended so far to `logs` durable.
+
+        One fsync round (one worker-thread job) covers every log waiting when it starts;
+        callers arriving during a round join the next one.
+        """
+        for plog in logs:
+            if not plog.closed:
+                self._waiting[id(plog)] = plog
+        if not self._waiting:
+            return
+        if self._next_round is None:
+            self._next_round = asyncio.get_running_loop().create_future()
+            self._next_round.add_done_callback(_consume_exception)
+        round_done = self._next_round
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_rounds())
+        await asyncio.shield(round_done)
+
+    async def _flush_rounds(self) -> None:
+        try:
+            while self._waiting:
+                logs = list(self._waiting.values())
+                self._waiting.clear()
+                round_done, self._next_round = self._next_round, None
+                assert round_done is not None
+                try:
+                    tokens = [t for lg in logs if not lg.closed
+                              and (t := lg.begin_flush()) is not None]
+                    if tokens:
+                        self.fsync_rounds += 1
+                        await asyncio.to_thread(_run_tokens, tokens)
+                        now = self._now_ms()
+                        for t in tokens:
+                            if not t.log.closed:
+                                t.log.complete_flush(t, now)
+                except BaseException as exc:
+                    if not round_done.done():
+                        round_done.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    if not round_done.done():
+                        round_done.set_result(None)
+        finally:
+            self._flusher = None
+
+    # ---- background work ----
+
+    async def start(self) -> None:
+        if not self._loaded:
+            self.load()
+        self._tasks = [
+            asyncio.create_task(self._policy_loop(), name="nerve-storage-flush-policy"),
+            asyncio.create_task(self._retention_loop(), name="nerve-storage-retention"),
+            asyncio.create_task(self._checkpoint_loop(), name="nerve-storage-checkpoint"),
+        ]
+
+    async def _policy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(POLICY_TICK_S)
+            try:
+                await self.run_policy_once()
+            except Exception:
+                log.exception("storage flush policy failed")
+
+    async def run_policy_once(self) -> None:
+        """One tick: flush logs due under flush.messages / flush.ms, run due deletions."""
+        now = self._now_ms()
+        due = [lg for lg in self._logs.values() if lg.needs_flush(now)]
+        if due:
+            await self.flush(due)
+        await self.reaper.run_due()
+
+    async def _retention_loop(self) -> None:
+        interval = self.broker_config.get_int("log.retention.check.interval.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.apply_retention()
+            except Exception:
+                log.exception("retention failed")
+
+    def apply_retention(self) -> int:
+        now = self._now_ms()
+        return sum(lg.apply_retention(now) for lg in self.all_logs())
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECOVERY_CHECKPOINT_INTERVAL_S)
+            try:
+                await self.write_recovery_checkpoint()
+            except OSError:
+                log.exception("writing the recovery point checkpoint failed")
+
+    async def stop(self) -> None:
+        """Cancel background tasks, flush everything (off the loop), close, mark clean."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.flush(self.all_logs())
+        await asyncio.to_thread(self.reaper.run_all_now)
+        self.close()
+
+    def close(self) -> None:
+        """Synchronous flush + close + clean marker (for non-async shutdown paths)."""
+        if self._closed or not self._loaded:
+            return
+        for plog in self._logs.values():
+            plog.close()
+        write_file_atomic(self.data_dir / RECOVERY_POINT_FILE, self._recovery_checkpoint_bytes())
+        self.reaper.run_all_now()
+        write_file_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+        self._closed = True
+
+    def remove_clean_marker(self) -> None:
+        """For tests that simulate a crash after a clean stop."""
+        unlink_quietly(self.data_dir / CLEAN_SHUTDOWN_FILE)
+
+
+def _remove_dir(path: Path, segments: list[LogSegment]) -> None:
+    for seg in segments:
+        seg.destroy()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _consume_exception(fut: asyncio.Future[None]) -> None:
+    # Every caller may have been cancelled; don't warn about an unread round failure.
+    if not fut.cancelled():
+        with contextlib.suppress(BaseException):
+            fut.exception()
