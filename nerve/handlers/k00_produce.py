@@ -29,6 +29,7 @@ from nerve.storage.errors import (
     DuplicateSequenceError,
     InvalidProducerEpochError,
     OutOfOrderSequenceError,
+    RecordTooLargeError,
 )
 from nerve.storage.log import PartitionLog
 
@@ -80,6 +81,10 @@ def _append(
         return out
     except InvalidProducerEpochError as e:
         out["error_code"] = ErrorCode.invalid_producer_epoch
+        out["error_message"] = str(e)
+        return out
+    except RecordTooLargeError as e:
+        out["error_code"] = ErrorCode.message_too_large
         out["error_message"] = str(e)
         return out
     touched.append(plog)
