@@ -363,3 +363,37 @@ def test_broker_overrides_are_reported_and_obeyed(nerve_factory: Any, unique_top
     assert entries["num.partitions"].is_read_only
     assert error_code(admin.delete_topics([topic])[topic]) == KafkaError.TOPIC_DELETION_DISABLED
     assert topic in admin.list_topics(timeout=T).topics
+
+
+def test_librdkafka_validates_position_with_offset_for_leader_epoch(
+        nerve: Any, unique_topic: Any) -> None:
+    """Assigning an offset with a leader epoch makes librdkafka validate it (KIP-320)."""
+    import logging
+
+    admin = rdk_admin(nerve.bootstrap)
+    topic = unique_topic()
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(T)
+    produce(nerve.bootstrap, topic, 10)
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger(f"rdkafka-{topic}")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.DEBUG)
+    c = Consumer({"bootstrap.servers": nerve.bootstrap, "group.id": f"g-{topic}",
+                  "enable.auto.commit": False, "debug": "fetch", "logger": logger})
+    c.assign([TopicPartition(topic, 0, 5, leader_epoch=0)])
+    got: list[int] = []
+    deadline = time.monotonic() + 15
+    while len(got) < 5 and time.monotonic() < deadline:
+        msg = c.poll(0.2)
+        if msg is not None and not msg.error():
+            got.append(msg.offset())
+    c.poll(0.1)  # deliver the remaining log lines
+    c.close()
+    assert got == [5, 6, 7, 8, 9]
+    assert any("epoch validation succeeded: broker end offset 10" in s for s in lines), lines
