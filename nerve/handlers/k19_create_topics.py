@@ -29,7 +29,7 @@ from nerve.handlers.k32_describe_configs import topic_config_entries
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
 from nerve.storage.errors import InvalidPartitionsError, InvalidTopicError, TopicExistsError
-from nerve.storage.log_manager import validate_topic_name
+from nerve.storage.log_manager import LogManager, validate_topic_name
 
 log = logging.getLogger("nerve.admin")
 
@@ -56,70 +56,83 @@ def check_assignments(node_id: int, assignments: list[tuple[int, ...]]) -> None:
     for replicas in assignments:
         if list(replicas) != [node_id]:
             raise AdminError(ErrorCode.invalid_replica_assignment,
-                          f"replica assignment {list(replicas)} is impossible: this single "
-                          f"broker is node {node_id}")
+                             f"replica assignment {list(replicas)} is impossible: this single "
+                             f"broker is node {node_id}")
+
+
+def _check_name(logs: LogManager, name: str) -> None:
+    """What create_topic checks before writing anything, in Kafka's order (for validate_only
+    and for the error precedence: a bad name wins over bad partitions or configs)."""
+    validate_topic_name(name)
+    if name in logs.topics:
+        raise TopicExistsError(f"Topic '{name}' already exists.")
+    key = name.replace(".", "_")
+    for other in logs.topics:
+        if other.replace(".", "_") == key:
+            raise InvalidTopicError(f"Topic '{name}' collides with existing topic '{other}'.")
 
 
 def _partition_count(ctx: RequestContext, t: Any) -> int:
     node = ctx.broker.node_id
     if t.assignments:
         if t.num_partitions != -1 or t.replication_factor != -1:
-            raise AdminError(ErrorCode.invalid_request, "both num_partitions or replication_factor "
-                          "and manual assignments were set; give one or the other")
+            raise AdminError(ErrorCode.invalid_request,
+                             "both num_partitions or replication_factor and manual assignments "
+                             "were set; give one or the other")
         indexes = sorted(a.partition_index for a in t.assignments)
         if indexes != list(range(len(indexes))):
             raise AdminError(ErrorCode.invalid_replica_assignment,
-                          "partitions must be numbered consecutively from 0")
+                             "partitions must be numbered consecutively from 0")
         check_assignments(node, [a.broker_ids for a in t.assignments])
         return len(indexes)
     rf = t.replication_factor
     if rf == 0 or rf < -1:
-        raise AdminError(ErrorCode.invalid_replication_factor,
-                      "Replication factor must be larger than 0, or -1 to use the default value.")
+        raise AdminError(ErrorCode.invalid_replication_factor, "Replication factor must be "
+                         "larger than 0, or -1 to use the default value.")
     if rf > 1:
         raise replication_error(rf)
     n = t.num_partitions
     if n == 0 or n < -1:
         raise AdminError(ErrorCode.invalid_partitions,
-                      "Number of partitions was set to an invalid non-positive value.")
+                         "Number of partitions was set to an invalid non-positive value.")
     return ctx.broker.config.get_int("num.partitions") if n == -1 else n
 
 
-def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
-    num = _partition_count(ctx, t)
+def _overrides(t: Any) -> dict[str, str]:
     nulls = [c.name for c in t.configs if c.value is None]
     if nulls:
         raise AdminError(ErrorCode.invalid_config,
-                      f"Null value not supported for topic configs: {', '.join(nulls)}")
+                         f"Null value not supported for topic configs: {', '.join(nulls)}")
     try:
-        overrides = validate_topic_configs({c.name: c.value for c in t.configs})
+        return validate_topic_configs({c.name: c.value for c in t.configs})
     except ConfigError as e:
         raise AdminError(ErrorCode.invalid_config, str(e)) from None
+
+
+_STORAGE_ERRORS: dict[type[Exception], ErrorCode] = {
+    TopicExistsError: ErrorCode.topic_already_exists,
+    InvalidTopicError: ErrorCode.invalid_topic_exception,
+    InvalidPartitionsError: ErrorCode.invalid_partitions,
+    ConfigError: ErrorCode.invalid_config,
+}
+
+
+def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
     logs = ctx.broker.logs
-    if t.name in logs.topics:
-        raise AdminError(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.")
     try:
+        _check_name(logs, t.name)
+        num = _partition_count(ctx, t)
+        overrides = _overrides(t)
         if validate_only:
-            # what create_topic checks before writing anything
-            validate_topic_name(t.name)
-            key = t.name.replace(".", "_")
-            for other in logs.topics:
-                if other.replace(".", "_") == key:
-                    raise InvalidTopicError(f"topic {t.name!r} collides with {other!r}")
             topic_id, config = ZERO_UUID, TopicConfig(overrides, ctx.broker.config)
         else:
             info = logs.create_topic(t.name, num, overrides)
             topic_id, config = info.topic_id, info.config
             log.info("created topic %s (%d partitions) for %s", t.name, num,
                      ctx.header.client_id)
-    except TopicExistsError as e:
-        raise AdminError(ErrorCode.topic_already_exists, str(e) or "topic exists") from None
-    except InvalidTopicError as e:
-        raise AdminError(ErrorCode.invalid_topic_exception, str(e) or "invalid topic") from None
-    except InvalidPartitionsError as e:
-        raise AdminError(ErrorCode.invalid_partitions, str(e) or "invalid partitions") from None
-    except ConfigError as e:
-        raise AdminError(ErrorCode.invalid_config, str(e)) from None
+    except tuple(_STORAGE_ERRORS) as e:
+        code = next(c for cls, c in _STORAGE_ERRORS.items() if isinstance(e, cls))
+        raise AdminError(code, str(e)) from None
     return {"name": t.name, "topic_id": topic_id, "error_code": ErrorCode.none,
             "error_message": None, "num_partitions": num, "replication_factor": 1,
             "configs": topic_config_entries(config)}
@@ -133,7 +146,7 @@ async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
         try:
             if names[t.name] > 1:
                 raise AdminError(ErrorCode.invalid_request,
-                              f"topic '{t.name}' appears more than once in the request")
+                                 f"topic '{t.name}' appears more than once in the request")
             results.append(_create(ctx, t, request.validate_only))
         except AdminError as r:
             results.append({"name": t.name, "topic_id": ZERO_UUID, "error_code": r.code,

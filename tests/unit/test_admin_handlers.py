@@ -281,8 +281,12 @@ async def test_create_topics_validate_only(core: BrokerCore) -> None:
     assert (r.error_code, r.num_partitions, r.topic_id) == (E.none, 4, ZERO_UUID)
     assert {c.name: c.value for c in r.configs}["segment.bytes"] == "50000"
     assert "dry" not in core.logs.topics
-    (r,) = await create(core, topic("bad/name"), validate_only=True)
-    assert r.error_code == E.invalid_topic_exception
+    await create(core, topic("a.b"))
+    results = await create(core, topic("bad/name"), topic("a_b"), topic("a.b"),
+                           topic("bad name", 1, 3), validate_only=True)
+    assert [r.error_code for r in results] == [
+        E.invalid_topic_exception, E.invalid_topic_exception,  # a_b collides with a.b
+        E.topic_already_exists, E.invalid_topic_exception]  # the name is checked first
 
 
 async def test_delete_topics_disabled(tmp_path: Path) -> None:
