@@ -397,3 +397,39 @@ def test_librdkafka_validates_position_with_offset_for_leader_epoch(
     c.close()
     assert got == [5, 6, 7, 8, 9]
     assert any("epoch validation succeeded: broker end offset 10" in s for s in lines), lines
+
+
+# ---------------------------------------------------------------- aiokafka (low versions)
+
+
+async def test_aiokafka_admin_low_versions(nerve: Any, unique_topic: Any) -> None:
+    """aiokafka's admin client picks old versions (CreateTopics v3, DescribeConfigs v2,
+    AlterConfigs v1, CreatePartitions v1, DeleteTopics v3)."""
+    from aiokafka import TopicPartition as ATP
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.admin import NewPartitions as ANewPartitions
+    from aiokafka.admin import NewTopic as ANewTopic
+    from aiokafka.admin.config_resource import ConfigResource as AConfigResource
+    from aiokafka.admin.config_resource import ConfigResourceType as AType
+
+    topic = unique_topic()
+    admin = AIOKafkaAdminClient(bootstrap_servers=nerve.bootstrap)
+    await admin.start()
+    try:
+        resp = await admin.create_topics([ANewTopic(topic, 1, 1,
+                                                    topic_configs={"retention.ms": "5000"})])
+        assert [e[1] for e in resp.topic_errors] == [0]
+        await admin.alter_configs([AConfigResource(AType.TOPIC, topic,
+                                                   configs={"segment.ms": "100000"})])
+        (resp,) = await admin.describe_configs([AConfigResource(AType.TOPIC, topic)])
+        entries = {e[0]: e[1] for e in resp.resources[0][4]}
+        assert entries["segment.ms"] == "100000"
+        assert entries["retention.ms"] == "604800000"  # AlterConfigs replaced the overrides
+        await admin.create_partitions({topic: ANewPartitions(2)})
+        produce(nerve.bootstrap, topic, 3, partition=1)
+        low = await admin.delete_records({ATP(topic, 1): RecordsToDelete(2)})
+        assert low == {ATP(topic, 1): 2}
+        await admin.delete_topics([topic])
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
