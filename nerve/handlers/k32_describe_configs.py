@@ -8,12 +8,13 @@ Behaviour:
   STATIC_BROKER_CONFIG when the broker's `log.*` counterpart was set with --set/--config, else 5
   DEFAULT_CONFIG. read_only is false, is_sensitive false. With include_synonyms each entry lists
   the topic override, the broker config and the default, most specific first, as Kafka does.
-  An unknown topic: UNKNOWN_TOPIC_OR_PARTITION.
+  An unknown topic: UNKNOWN_TOPIC_OR_PARTITION; an invalid name INVALID_TOPIC_EXCEPTION.
 - Broker resources (type 4) named with this node's id: every config in `BROKER_CONFIGS`,
   read_only true (nerve has no dynamic broker configs), source 4 or 5. An empty name asks for
   the cluster-wide dynamic defaults, which never exist here: an empty list, as Kafka answers on
   a fresh cluster. Another id or a non-integer name: INVALID_REQUEST.
-- `configuration_keys` filters by name; unknown names are left out silently (as Kafka).
+- `configuration_keys` filters by name (null or empty: every config); unknown names are left
+  out silently (as Kafka).
 - config_type (v3+: BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5, DOUBLE 6, LIST 7, CLASS 8,
   PASSWORD 9) and documentation (only when include_documentation) from the config definitions.
 Known gaps: other resource types (broker loggers 8, client metrics 16, groups 32) get
@@ -31,6 +32,8 @@ from nerve.config import BROKER_CONFIGS, TOPIC_CONFIGS, BrokerConfig, ConfigDef,
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.storage.errors import InvalidTopicError
+from nerve.storage.log_manager import validate_topic_name
 
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
@@ -48,7 +51,7 @@ CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "dou
 
 
 def _wanted(defs: Iterable[ConfigDef], keys: Iterable[str] | None) -> list[ConfigDef]:
-    if keys is None:
+    if not keys:  # null and empty both mean every key, as in Kafka's ConfigHelper
         return list(defs)
     want = set(keys)
     return [d for d in defs if d.name in want]
@@ -129,12 +132,17 @@ def _describe(ctx: RequestContext, res: Any, synonyms: bool, docs: bool) -> dict
     keys = res.configuration_keys
     if res.resource_type == RESOURCE_TOPIC:
         info = ctx.broker.logs.topics.get(res.resource_name)
-        if info is None:
-            out["error_code"] = ErrorCode.unknown_topic_or_partition
-            out["error_message"] = f"topic {res.resource_name!r} does not exist"
-        else:
+        if info is not None:
             out["configs"] = topic_config_entries(info.config, keys, synonyms=synonyms,
                                                   documentation=docs)
+        else:
+            try:
+                validate_topic_name(res.resource_name)
+                out["error_code"] = ErrorCode.unknown_topic_or_partition
+                out["error_message"] = f"topic {res.resource_name!r} does not exist"
+            except InvalidTopicError as e:
+                out["error_code"] = ErrorCode.invalid_topic_exception
+                out["error_message"] = str(e)
     elif res.resource_type == RESOURCE_BROKER:
         problem = broker_resource_error(ctx, res.resource_name)
         if problem is not None:

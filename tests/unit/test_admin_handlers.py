@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nerve.broker import BrokerCore
-from nerve.config import BrokerConfig
+from nerve.config import TOPIC_CONFIGS, BrokerConfig
 from nerve.handlers import REGISTRY, RequestContext, load_handlers
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.framing import RequestHeader
@@ -329,14 +329,18 @@ async def test_describe_configs_errors_and_filters(core: BrokerCore) -> None:
                                     "resources": [
         {"resource_type": 2, "resource_name": "f",
          "configuration_keys": ["retention.ms", "no.such"]},
-        {"resource_type": 2, "resource_name": "missing", "configuration_keys": None},
+        {"resource_type": 2, "resource_name": "missing", "configuration_keys": []},
+        {"resource_type": 2, "resource_name": "bad name", "configuration_keys": None},
+        {"resource_type": 2, "resource_name": "f", "configuration_keys": []},
         {"resource_type": 4, "resource_name": "", "configuration_keys": None},
         {"resource_type": 4, "resource_name": "7", "configuration_keys": None},
         {"resource_type": 8, "resource_name": "1", "configuration_keys": None}]})
-    f, missing, default, other, logger = resp.results
+    f, missing, bad, every, default, other, logger = resp.results
     assert [(c.name, c.value, c.config_source, c.synonyms, c.documentation)
             for c in f.configs] == [("retention.ms", "604800000", 5, (), None)]
     assert missing.error_code == E.unknown_topic_or_partition
+    assert bad.error_code == E.invalid_topic_exception
+    assert len(every.configs) == len(TOPIC_CONFIGS)  # an empty key list means all, as in Kafka
     assert (default.error_code, default.configs) == (E.none, ())
     assert other.error_code == E.invalid_request
     assert logger.error_code == E.invalid_request
