@@ -6,8 +6,10 @@ Behaviour:
 - transactional_id null with producer_id and producer_epoch (v3+, KIP-360: an idempotent
   producer re-initialising after an error): the same id with the epoch bumped, so the producer
   restarts its sequences at 0 without losing its identity; at the largest epoch (32766) a
-  fresh id with epoch 0 instead, as Kafka does on exhaustion. Only one of the two set:
-  INVALID_REQUEST (as Kafka).
+  fresh id with epoch 0 instead. Kafka 4's coordinator ignores the pair for idempotent
+  producers and always hands out a fresh id with epoch 0; clients accept either answer
+  (they reset their sequences in both cases). Only one of the two set: INVALID_REQUEST (as
+  Kafka's KafkaApis).
 - A non-null transactional_id: INVALID_REQUEST, logged at WARNING. nerve has no transaction
   coordinator yet; INVALID_REQUEST is not retriable, so Java producers fail at once with
   "Unexpected error in InitProducerIdResponse; ...sent to an incompatible broker" and
