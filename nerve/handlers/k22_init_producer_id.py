@@ -10,11 +10,12 @@ Behaviour:
   producers and always hands out a fresh id with epoch 0; clients accept either answer
   (they reset their sequences in both cases). Only one of the two set: INVALID_REQUEST (as
   Kafka's KafkaApis).
-- A non-null transactional_id: INVALID_REQUEST, logged at WARNING. nerve has no transaction
-  coordinator yet; INVALID_REQUEST is not retriable, so Java producers fail at once with
-  "Unexpected error in InitProducerIdResponse; ...sent to an incompatible broker" and
-  librdkafka raises a fatal error, instead of retrying until a timeout (which a coordinator
-  error such as COORDINATOR_NOT_AVAILABLE would cause). The response has no message field.
+- A non-null transactional_id: INVALID_REQUEST, logged at WARNING (once per transactional
+  id). nerve has no transaction coordinator yet. Java producers fail at once (a fatal
+  "Unexpected error in InitProducerIdResponse; ...sent to an incompatible broker");
+  librdkafka retries every 500 ms and its init_transactions() ends with "Failed to initialize
+  Producer ID: Broker: Invalid request" - both name the cause, where a coordinator error
+  (COORDINATOR_NOT_AVAILABLE) would only give a timeout. The response has no message field.
 Known gaps: transactions; transaction_timeout_ms is ignored.
 """
 
@@ -29,6 +30,7 @@ from nerve.protocol.messages import build, response_class
 
 log = logging.getLogger("nerve.producers")
 
+_warned: set[str] = set()
 MAX_EPOCH = 32766  # Short.MAX_VALUE - 1: Kafka keeps 32767 unused so a bump never overflows
 
 
@@ -38,8 +40,12 @@ async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
-        log.warning("InitProducerId for transactional.id %r from %s refused: transactions are "
-                    "not supported yet", request.transactional_id, ctx.header.client_id)
+        # librdkafka retries every 500 ms: warn once per id, not once per retry
+        level = logging.DEBUG if request.transactional_id in _warned else logging.WARNING
+        if len(_warned) < 10_000:
+            _warned.add(request.transactional_id)
+        log.log(level, "InitProducerId for transactional.id %r from %s refused: transactions "
+                "are not supported yet", request.transactional_id, ctx.header.client_id)
         return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
                      producer_id=-1, producer_epoch=-1)
     if (pid == -1) != (epoch == -1):
