@@ -365,6 +365,15 @@ class GroupCoordinator:
             return ErrorCode.coordinator_not_available, {}
         return ErrorCode.none, out
 
+    async def on_topics_deleted(self, topics: Iterable[str]) -> int:
+        """Drop committed offsets of deleted topics, as Kafka does, so a topic re-created
+        under the same name starts without stale positions. Returns how many were dropped."""
+        names = set(topics)
+        ops: list[Op] = [delete_op(gid, tp) for gid, committed in self.store.offsets.items()
+                         for tp in committed if tp[0] in names]
+        await self.store.append(ops)
+        return len(ops)
+
     # ------------------------------------------------------------------ retention
 
     async def expire_offsets(self) -> int:

@@ -371,8 +371,8 @@ class Group:
     ) -> None:
         old_leader = self.leader_id
         member = self._replace_static_member(old_id, new_id)
-        self._schedule_heartbeat(member)
         self._update_member(member, req, waiter)
+        self._schedule_heartbeat(member)  # a fresh session for the new incarnation
         if self.state is GroupState.STABLE:
             if self.protocol_name == self._select_protocol():
                 # A restarted static member with unchanged protocols: no rebalance; it keeps

@@ -362,6 +362,25 @@ def test_committed_offsets_survive_broker_kill_9(
 
 
 @pytest.mark.java
+def test_java_console_consumer_in_a_group_commits_and_resumes(
+    nerve_factory: Callable[..., NerveProcess], unique_topic: Callable[..., str],
+    kafka_run: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    broker = nerve_factory(*GROUP_ARGS)
+    topic, group = unique_topic(), unique_topic("g")
+    create_topic(broker.bootstrap, topic, 2)
+    produce(broker.bootstrap, topic, 10, 2)
+    args = ("--bootstrap-server", broker.bootstrap, "--topic", topic, "--group", group,
+            "--max-messages", "5", "--consumer-property", "max.poll.records=1")
+    r = kafka_run("console-consumer", *args, "--from-beginning")
+    assert r.returncode == 0 and len(r.stdout.split()) == 5, r.stdout + r.stderr
+    # a second run of the group continues from what the first committed on close
+    r2 = kafka_run("console-consumer", *args)
+    assert r2.returncode == 0, r2.stderr
+    assert sorted(r.stdout.split() + r2.stdout.split()) == sorted(f"v{i}" for i in range(10))
+
+
+@pytest.mark.java
 def test_kafka_consumer_groups_describe_and_reset_offsets(
     nerve_factory: Callable[..., NerveProcess], unique_topic: Callable[..., str],
     kafka_run: Callable[..., subprocess.CompletedProcess[str]],

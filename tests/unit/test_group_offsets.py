@@ -275,6 +275,19 @@ async def test_emptied_group_retention_counts_from_empty_since_across_restart(
     await gc.stop()
 
 
+async def test_deleted_topics_lose_their_committed_offsets(tmp_path: Path) -> None:
+    clock = Clock()
+    gc = coordinator(tmp_path, clock)
+    await gc.start()
+    for group in ("a", "b"):
+        await gc.commit_offsets(group, member_id="", group_instance_id=None, generation_id=-1,
+                                offsets=[("t", 0, OffsetAndMetadata(1)),
+                                         ("t", 1, OffsetAndMetadata(2))], api_version=9)
+    assert await gc.on_topics_deleted(["t", "other"]) == 4
+    assert gc.fetch_offsets("a", None) == gc.fetch_offsets("b", None) == []
+    await gc.stop()
+
+
 def test_store_files_live_in_their_own_directory(tmp_path: Path) -> None:
     store = OffsetStore(tmp_path)
     store.load()
