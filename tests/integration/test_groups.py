@@ -361,6 +361,69 @@ def test_committed_offsets_survive_broker_kill_9(
         c.close()
 
 
+# Commits synchronously after every record, logging each attempt before and each
+# acknowledgement after, while the broker is killed under it.
+COMMITTING_CHILD = textwrap.dedent(
+    """
+    import sys
+    from confluent_kafka import Consumer, KafkaException
+    bootstrap, topic, group, log_path = sys.argv[1:5]
+    log = open(log_path, "w", buffering=1)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 300})
+    c.subscribe([topic])
+    while True:
+        m = c.poll(0.1)
+        if m is None or m.error() is not None:
+            continue
+        log.write(f"try {m.partition()} {m.offset() + 1}\\n")
+        try:
+            c.commit(message=m, asynchronous=False)
+        except KafkaException:
+            continue
+        log.write(f"ack {m.partition()} {m.offset() + 1}\\n")
+    """
+)
+
+
+def test_commits_in_flight_during_kill_9_acknowledged_ones_are_never_lost(
+    nerve_factory: Callable[..., NerveProcess], unique_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    broker = nerve_factory(*GROUP_ARGS)
+    topic, group = unique_topic(), unique_topic("g")
+    create_topic(broker.bootstrap, topic, 2)
+    produce(broker.bootstrap, topic, 5000, 2)
+    log_path = tmp_path / "commits.log"
+    child = subprocess.Popen([sys.executable, "-c", COMMITTING_CHILD, broker.bootstrap, topic,
+                              group, str(log_path)])
+    try:
+        def acks() -> int:
+            return log_path.read_text().count("ack") if log_path.exists() else 0
+        wait_for(lambda: acks() >= 300, 30, "300 acknowledged commits")
+        broker.kill()
+    finally:
+        child.kill()
+        child.wait(10)
+    tried: dict[int, int] = {}
+    acked: dict[int, int] = {}
+    for line in log_path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            target = acked if parts[0] == "ack" else tried
+            target[int(parts[1])] = max(target.get(int(parts[1]), 0), int(parts[2]))
+    broker.start()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(2)], timeout=15)
+    finally:
+        c.close()
+    recovered = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+    for p, offset in acked.items():
+        assert offset <= recovered[p] <= tried[p], (p, acked, recovered, tried)
+
+
 @pytest.mark.java
 def test_java_console_consumer_in_a_group_commits_and_resumes(
     nerve_factory: Callable[..., NerveProcess], unique_topic: Callable[..., str],
