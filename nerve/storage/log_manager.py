@@ -124,8 +124,10 @@ class LogManager:
                 self._open_log(info, p, clean=clean, recovery_point=recovery_points.get(
                     (info.name, p)))
         self._loaded = True
-        log.info("loaded %d topic(s), %d partition(s) from %s (%s shutdown)", len(self.topics),
-                 len(self._logs), self.data_dir, "clean" if clean else "unclean")
+        fresh = not (self.data_dir / CATALOG_FILE).exists()
+        state = "new data dir" if fresh else ("clean shutdown" if clean else "unclean shutdown")
+        log.info("loaded %d topic(s), %d partition(s) from %s (%s)", len(self.topics),
+                 len(self._logs), self.data_dir, state)
 
     def _open_log(
         self, info: TopicInfo, partition: int, *, clean: bool, recovery_point: int | None
