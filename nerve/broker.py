@@ -185,8 +185,7 @@ class Broker:
         if idle:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*idle), drain_timeout_s)
-        for c in conns:
-            c.close(None)
+        await asyncio.gather(*(c.shutdown() for c in conns))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 2)
         self._server = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 from typing import TYPE_CHECKING
@@ -157,6 +158,14 @@ class KafkaConnection(asyncio.Protocol):
         # loop.sendfile resumes reading when it is done; keep our own back-pressure state.
         if self._reading_paused and not transport.is_closing():
             transport.pause_reading()
+
+    async def shutdown(self) -> None:
+        """Close and wait for the worker to end (broker shutdown, after draining)."""
+        self.close(None)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
 
     def close(self, reason: str | None) -> None:
         if reason:
