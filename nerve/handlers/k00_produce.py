@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nerve.handlers import RequestContext, api
+from nerve.handlers import RawResponse, RequestContext, api
 from nerve.protocol import records as rb
 from nerve.protocol.errors import ErrorCode
-from nerve.protocol.messages import build, response_class
+from nerve.protocol.fastcodec import ProducePartitionResult, encode_produce_response
 from nerve.storage.errors import (
     DuplicateSequenceError,
     InvalidProducerEpochError,
@@ -38,79 +38,64 @@ log = logging.getLogger("nerve.produce")
 
 def _append(
     ctx: RequestContext, topic: str, index: int, records: bytes | None, touched: list[PartitionLog]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"index": index, "base_offset": -1, "log_append_time": -1,
-                           "log_start_offset": -1, "record_errors": (), "error_message": None}
+) -> ProducePartitionResult:
     plog = ctx.broker.logs.get_log(topic, index)
     if plog is None:
-        out["error_code"] = ErrorCode.unknown_topic_or_partition
-        return out
+        return ProducePartitionResult(index, ErrorCode.unknown_topic_or_partition)
     if not records:
-        out["error_code"] = ErrorCode.invalid_record
-        out["error_message"] = "no record batch"
-        return out
-    if len(records) > plog.config.max_message_bytes:
-        out["error_code"] = ErrorCode.message_too_large
-        out["error_message"] = (
-            f"batch of {len(records)} bytes exceeds max.message.bytes "
-            f"{plog.config.max_message_bytes}"
+        return ProducePartitionResult(index, ErrorCode.invalid_record,
+                                      error_message="no record batch")
+    max_bytes = plog.config.max_message_bytes
+    if len(records) > max_bytes:
+        return ProducePartitionResult(
+            index, ErrorCode.message_too_large,
+            error_message=f"batch of {len(records)} bytes exceeds max.message.bytes {max_bytes}",
         )
-        return out
     buf = bytearray(records)
     try:
         headers = list(rb.iter_batches(buf))
         if len(headers) != 1:
             raise rb.InvalidRecordError("Produce v3+ carries exactly one record batch")
     except rb.CorruptRecordError as e:
-        out["error_code"] = ErrorCode.corrupt_message
-        out["error_message"] = str(e)
-        return out
+        return ProducePartitionResult(index, ErrorCode.corrupt_message, error_message=str(e))
     except rb.RecordBatchError as e:  # magic != 2 and structural errors
-        out["error_code"] = ErrorCode.invalid_record
-        out["error_message"] = str(e)
-        return out
+        return ProducePartitionResult(index, ErrorCode.invalid_record, error_message=str(e))
     try:
         info = plog.append(buf, headers, now_ms=ctx.now_ms())
     except DuplicateSequenceError as e:
-        out.update(error_code=ErrorCode.none, base_offset=e.base_offset,
-                   log_append_time=e.log_append_time, log_start_offset=plog.log_start_offset)
-        return out
+        # Kafka answers a retried batch with the offsets it got the first time.
+        return ProducePartitionResult(index, ErrorCode.none, e.base_offset, e.log_append_time,
+                                      plog.log_start_offset)
     except OutOfOrderSequenceError as e:
-        out["error_code"] = ErrorCode.out_of_order_sequence_number
-        out["error_message"] = str(e)
-        return out
+        return ProducePartitionResult(index, ErrorCode.out_of_order_sequence_number,
+                                      error_message=str(e))
     except InvalidProducerEpochError as e:
-        out["error_code"] = ErrorCode.invalid_producer_epoch
-        out["error_message"] = str(e)
-        return out
+        return ProducePartitionResult(index, ErrorCode.invalid_producer_epoch,
+                                      error_message=str(e))
     except RecordTooLargeError as e:
-        out["error_code"] = ErrorCode.message_too_large
-        out["error_message"] = str(e)
-        return out
+        return ProducePartitionResult(index, ErrorCode.message_too_large, error_message=str(e))
     touched.append(plog)
     ctx.broker.waiters.notify(topic, index)
-    out.update(error_code=ErrorCode.none, base_offset=info.base_offset,
-               log_append_time=info.log_append_time, log_start_offset=info.log_start_offset)
-    return out
+    return ProducePartitionResult(index, ErrorCode.none, info.base_offset, info.log_append_time,
+                                  info.log_start_offset)
 
 
 @api(0, "Produce", 3, 11, advertised_min=0)
 async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     acks = request.acks
     touched: list[PartitionLog] = []
-    responses = []
+    responses: list[tuple[str, list[ProducePartitionResult]]] = []
     for topic_data in request.topic_data:
         name = topic_data.name
         if acks not in (0, 1, -1):
-            parts = [{"index": p.index, "error_code": ErrorCode.invalid_required_acks,
-                      "base_offset": -1, "log_append_time": -1, "log_start_offset": -1}
+            parts = [ProducePartitionResult(p.index, ErrorCode.invalid_required_acks)
                      for p in topic_data.partition_data]
         else:
             parts = [_append(ctx, name, p.index, p.records, touched)
                      for p in topic_data.partition_data]
-        responses.append({"name": name, "partition_responses": parts})
+        responses.append((name, parts))
     if acks == 0:
         return None
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):
         await ctx.broker.logs.flush(touched)
-    return build(response_class(0, ctx.version), responses=responses, throttle_time=0)
+    return RawResponse([encode_produce_response(ctx.version, responses)])
