@@ -1,0 +1,297 @@
+"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR]`
+
+Runs the workloads against each broker in turn (same machine, same clients), prints each figure
+with its nerve/Kafka ratio, writes bench/results/<timestamp>.json and a PNG chart next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+
+from bench import workloads as w
+from bench.brokers import ROOT, Broker, KafkaBroker, NerveBroker, RssSampler, rss_mb
+
+RESULTS = ROOT / "bench" / "results"
+KAFKA = "kafka"
+NERVE_SETUPS = {
+    # Default nerve: acks=all answered only after fsync (group commit).
+    "nerve-fsync": {"acks.all.fsync": "true"},
+    # Like Kafka's defaults: acks=all answered once written to the page cache.
+    "nerve-nofsync": {"acks.all.fsync": "false"},
+}
+ALL = [*NERVE_SETUPS, KAFKA]
+T0 = time.monotonic()
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:,.1f}" for k, v in metrics.items())
+
+
+def make_broker(label: str, nerve_src: Path) -> Broker:
+    if label == KAFKA:
+        return KafkaBroker(label)
+    # Same group timing as the reference broker (scripts/kafka-broker sets it to 0).
+    return NerveBroker(label, {**NERVE_SETUPS[label], "group.initial.rebalance.delay.ms": "0"},
+                       src=nerve_src)
+
+
+def export_rev(rev: str) -> tuple[Path, str]:
+    """`git archive` a revision's nerve/ into a temp dir: benchmark committed code only,
+    whatever is being edited in the working tree."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    dest = Path(tempfile.mkdtemp(prefix=f"nerve-src-{commit}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "nerve"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, commit
+
+
+def run_broker(label: str, sizes: w.Sizes, nerve_src: Path) -> dict[str, Any]:
+    broker = make_broker(label, nerve_src)
+    out: dict[str, Any] = {"workloads": {}}
+    progress(f"{label}: starting")
+    try:
+        broker.start()
+        time.sleep(1.0)  # settle (JIT, first topic) before the idle sample
+        out["startup"] = {"to_first_produce_s": broker.startup_s}
+        out["memory"] = {"idle_rss_mb": rss_mb(broker.pid)}
+        out["settings"] = broker.settings()
+        progress(f"{label}: up at {broker.bootstrap} in {broker.startup_s:.2f}s "
+                 f"(to first produce), idle RSS {out['memory']['idle_rss_mb']:.0f} MiB")
+        bs = broker.bootstrap
+
+        def step(name: str, fn: Callable[[], dict[str, float]]) -> None:
+            t = time.monotonic()
+            metrics = fn()
+            out["workloads"][name] = metrics
+            progress(f"{label}: {name}: {fmt(metrics)} ({time.monotonic() - t:.1f}s)")
+
+        with RssSampler(broker.pid) as sampler:
+            # Untimed warm-up, so the JVM's JIT (and nerve's caches) are not measured cold.
+            warm = w.new_topic(bs, 1, "warmup")
+            w.rdk_produce(bs, warm, 1, sizes.warmup_records, 1024)
+            w.rdk_consume(bs, warm, 1, sizes.warmup_records, 1024)
+            progress(f"{label}: warmed up ({sizes.warmup_records} x 1 KiB produced and read)")
+            topic_box: list[str] = []
+
+            def jpp() -> dict[str, float]:
+                metrics, topic = w.java_producer_perf(bs, sizes.java_records)
+                topic_box.append(topic)
+                return metrics
+
+            step("java-producer-perf 1KiB", jpp)
+            step("java-consumer-perf 1KiB",
+                 lambda: w.java_consumer_perf(bs, topic_box[0], sizes.java_records))
+            for size, n in ((1024, sizes.rdk_records_1k), (100, sizes.rdk_records_100b)):
+                for parts in (1, 8):
+                    topic = w.new_topic(bs, parts)
+                    tag = f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
+                    step(f"rdk-produce {tag}",
+                         lambda t=topic, p=parts, n=n, s=size: w.rdk_produce(bs, t, p, n, s))
+                    step(f"rdk-consume {tag}",
+                         lambda t=topic, p=parts, n=n, s=size: w.rdk_consume(bs, t, p, n, s))
+            step(f"end-to-end {sizes.e2e_rate}/s 100B",
+                 lambda: w.end_to_end(bs, sizes.e2e_rate, sizes.e2e_seconds))
+        out["memory"]["load_peak_rss_mb"] = sampler.peak
+        progress(f"{label}: peak RSS under load {sampler.peak:.0f} MiB")
+    finally:
+        broker.stop()
+    return out
+
+
+def flat(res: dict[str, Any]) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for group in ("startup", "memory"):
+        for k, v in res.get(group, {}).items():
+            out[(group, k)] = v
+    for wl, metrics in res.get("workloads", {}).items():
+        for k, v in metrics.items():
+            out[(wl, k)] = v
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith(("rec_s", "mb_s"))
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (workload, metric): every broker's value and nerve/Kafka ratios."""
+    flats = {label: flat(r) for label, r in results.items()}
+    keys: list[tuple[str, str]] = []
+    for f in flats.values():
+        keys += [k for k in f if k not in keys]
+    rows = []
+    for wl, metric in keys:
+        row: dict[str, Any] = {"workload": wl, "metric": metric,
+                               "better": "higher" if higher_is_better(metric) else "lower"}
+        kafka = flats.get(KAFKA, {}).get((wl, metric))
+        for label, f in flats.items():
+            v = f.get((wl, metric))
+            row[label] = v
+            if label != KAFKA and v is not None and kafka:
+                row[f"{label}/kafka"] = v / kafka
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "java": java.splitlines()[0] if java else "", "kafka": "4.1.1",
+            "confluent_kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0], "nerve_commit": commit}
+
+
+def ensure_matplotlib() -> bool:
+    if importlib.util.find_spec("matplotlib") is None:
+        progress("installing matplotlib (pip) for the chart")
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            progress(f"no chart: pip install matplotlib failed: {r.stderr[-300:]}")
+            return False
+    return True
+
+
+def chart(rows: list[dict[str, Any]], labels: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [lb for lb in labels if lb != KAFKA]
+    rows = [r for r in rows if any(r.get(f"{s}/kafka") for s in series)]
+    fig, ax = plt.subplots(figsize=(12, max(4, 0.32 * len(rows) + 1.5)))
+    height = 0.8 / max(1, len(series))
+    for i, s in enumerate(series):
+        vals = [r.get(f"{s}/kafka") or 0 for r in rows]
+        ys = [j + i * height for j in range(len(rows))]
+        ax.barh(ys, vals, height=height, label=f"{s} / kafka")
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(rows))])
+    ax.set_yticklabels([f"{r['workload']}: {r['metric']} ({r['better']} better)" for r in rows],
+                       fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("nerve / Apache Kafka (log scale; 1 = same)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """One line per workload: its headline metric for every broker, with ratios."""
+    lines = []
+    seen: set[str] = set()
+    for r in rows:
+        wl = r["workload"]
+        if wl in seen:
+            continue
+        seen.add(wl)
+        vals = []
+        for lb in labels:
+            v = r.get(lb)
+            if v is None:
+                continue
+            ratio = r.get(f"{lb}/kafka")
+            vals.append(f"{lb} {v:,.2f}" + (f" ({ratio:.2f}x)" if ratio else ""))
+        lines.append(f"{wl} [{r['metric']}, {r['better']} is better]: " + "; ".join(vals))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
+    ap.add_argument("--only", default=",".join(ALL),
+                    help=f"comma-separated subset of {','.join(ALL)}")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    ap.add_argument("--nerve-rev", default=None,
+                    help="benchmark nerve as committed at this git revision (default: the "
+                         "working tree)")
+    a = ap.parse_args(argv)
+    labels = [x.strip() for x in a.only.split(",") if x.strip()]
+    unknown = set(labels) - set(ALL)
+    if unknown:
+        ap.error(f"unknown broker setup(s): {sorted(unknown)}")
+    sizes = w.Sizes.quick() if a.quick else w.Sizes.full()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    progress(f"bench {'quick' if a.quick else 'full'}: {', '.join(labels)}; sizes {sizes}")
+
+    nerve_src, nerve_rev = ROOT, "working tree"
+    if a.nerve_rev:
+        nerve_src, nerve_rev = export_rev(a.nerve_rev)
+        progress(f"nerve from commit {nerve_rev} ({nerve_src})")
+    results: dict[str, Any] = {}
+    try:
+        for label in labels:
+            results[label] = run_broker(label, sizes, nerve_src)
+    finally:
+        if nerve_src != ROOT:
+            shutil.rmtree(nerve_src, ignore_errors=True)
+
+    rows = ratios(results)
+    print("\n== figures (ratio = nerve / Kafka) ==")
+    for r in rows:
+        parts = []
+        for lb in labels:
+            v = r.get(lb)
+            if v is not None and not math.isnan(v):
+                ratio = r.get(f"{lb}/kafka")
+                parts.append(f"{lb}={v:,.2f}" + (f" ({ratio:.2f}x)" if ratio else ""))
+        print(f"{r['workload']:<28} {r['metric']:<20} " + "  ".join(parts))
+    print("\n== summary (headline metric per workload) ==")
+    for line in summary(rows, labels):
+        print(line)
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    doc = {"date": stamp, "mode": "quick" if a.quick else "full", "sizes": sizes.__dict__,
+           "machine": machine(), "producer_conf": w.PRODUCER_CONF, "nerve_setups": NERVE_SETUPS,
+           "nerve_source": nerve_rev, "results": results, "rows": rows}
+    json_path = a.out / f"{stamp}.json"
+    json_path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\nwrote {json_path}")
+    if ensure_matplotlib():
+        png = a.out / f"{stamp}.png"
+        chart(rows, labels, png, f"nerve vs Apache Kafka 4.1.1 ({doc['mode']}, {stamp}, "
+              f"{doc['machine']['cores']} cores)")
+        print(f"wrote {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
