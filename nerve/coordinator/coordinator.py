@@ -354,8 +354,11 @@ class GroupCoordinator:
         out: dict[TopicPartition, ErrorCode] = {}
         ops: list[Op] = []
         for tp in partitions:
+            count = self.partition_count(tp[0])
             if group.is_subscribed_to(tp[0]):
                 out[tp] = ErrorCode.group_subscribed_to_topic
+            elif count is None or not 0 <= tp[1] < count:
+                out[tp] = ErrorCode.unknown_topic_or_partition
             else:
                 out[tp] = ErrorCode.none
                 ops.append(delete_op(group_id, tp))

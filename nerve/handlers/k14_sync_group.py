@@ -4,8 +4,8 @@ Behaviour: the leader sends every member's assignment (bytes, passed through unt
 members it left out get an empty one); followers wait for it. In a Stable group any member
 gets its current assignment at once (a restarted static member gets its previous one). Errors:
 UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS (a new round started: re-join),
-FENCED_INSTANCE_ID, INCONSISTENT_GROUP_PROTOCOL (v5 protocol type/name that do not match),
-INVALID_GROUP_ID.
+FENCED_INSTANCE_ID, INCONSISTENT_GROUP_PROTOCOL (v5 protocol type/name missing or not the
+group's), INVALID_GROUP_ID.
 Version notes: v3+ group_instance_id; v5 protocol_type/protocol_name in request and answer.
 """
 
@@ -23,7 +23,12 @@ from nerve.protocol.messages import build, response_class
 @api(14, "SyncGroup", 0, 5)
 async def handle_sync_group(ctx: RequestContext, request: Any) -> Any:
     coordinator = coordinator_of(ctx.broker)
-    if coordinator is None:
+    protocol_type = getattr(request, "protocol_type", None)
+    protocol_name = getattr(request, "protocol_name", None)
+    if ctx.version >= 5 and (protocol_type is None or protocol_name is None):
+        # From v5 both are mandatory; Kafka refuses before looking at the group.
+        result = SyncResult(ErrorCode.inconsistent_group_protocol)
+    elif coordinator is None:
         result = SyncResult(ErrorCode.coordinator_not_available)
     else:
         result = await coordinator.sync_group(
@@ -31,8 +36,8 @@ async def handle_sync_group(ctx: RequestContext, request: Any) -> Any:
             member_id=request.member_id,
             group_instance_id=getattr(request, "group_instance_id", None),
             generation_id=request.generation_id,
-            protocol_type=getattr(request, "protocol_type", None),
-            protocol_name=getattr(request, "protocol_name", None),
+            protocol_type=protocol_type,
+            protocol_name=protocol_name,
             assignments={a.member_id: a.assignment for a in request.assignments},
         )
     return build(

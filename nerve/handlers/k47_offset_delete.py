@@ -3,7 +3,8 @@
 Behaviour: deletes committed offsets of a group (durably). Top level: GROUP_ID_NOT_FOUND for
 a group that does not exist, NON_EMPTY_GROUP for a non-consumer group that has members. Per
 partition: GROUP_SUBSCRIBED_TO_TOPIC when the (consumer) group has members subscribed to the
-topic, as read from their subscription metadata.
+topic, as read from their subscription metadata; UNKNOWN_TOPIC_OR_PARTITION for a topic or
+partition that does not exist (as Kafka 4 answers).
 """
 
 from __future__ import annotations

@@ -193,3 +193,21 @@ async def test_join_errors(broker: FakeBroker) -> None:
     assert r.error_code is ErrorCode.unknown_member_id
     r = await call(broker, 11, 6, {**base, "group_id": "x", "protocols": []})
     assert r.error_code is ErrorCode.inconsistent_group_protocol
+
+
+async def test_request_level_errors_match_kafka(broker: FakeBroker) -> None:
+    # Checked against Apache Kafka 4.1.1 with raw requests.
+    r = await call(broker, 14, 5, {"group_id": "nope", "generation_id": 1, "member_id": "m",
+                                   "protocol_type": None, "protocol_name": None})
+    assert r.error_code is ErrorCode.inconsistent_group_protocol
+    r = await call(broker, 14, 4, {"group_id": "nope", "generation_id": 1, "member_id": "m"})
+    assert r.error_code is ErrorCode.unknown_member_id
+    await call(broker, 8, 9, {"group_id": "e", "generation_id_or_member_epoch": -1,
+                              "member_id": "", "topics": [{"name": "t", "partitions": [
+                                  {"partition_index": 0, "committed_offset": 3}]}]})
+    r = await call(broker, 47, 0, {"group_id": "e", "topics": [
+        {"name": "t", "partitions": [{"partition_index": 0}, {"partition_index": 9}]},
+        {"name": "other", "partitions": [{"partition_index": 0}]}]})
+    assert [[p.error_code for p in t.partitions] for t in r.topics] == [
+        [ErrorCode.none, ErrorCode.unknown_topic_or_partition],
+        [ErrorCode.unknown_topic_or_partition]]
