@@ -36,6 +36,7 @@ class Story:
     simulator: ServiceSpec
     check: Callable[[str, Path], Report]
     progress: Callable[[Path], str]
+    ready: Callable[[Path], bool] = lambda root: True  # services ready for the simulator
 
 
 @dataclass
@@ -53,12 +54,19 @@ class StoryRun:
     root: Path
     procs: dict[str, Proc] = field(default_factory=dict)
 
-    def start(self, sim_args: tuple[str, ...] = ()) -> None:
-        """Create the topics, start every service, then the simulator."""
+    def start(self, sim_args: tuple[str, ...] = (), ready_timeout: float = 60) -> None:
+        """Create the topics, start every service, wait until they are ready, start the
+        simulator."""
         self.root.mkdir(parents=True, exist_ok=True)
         create_topics(self.bootstrap, self.story.topics)
         for spec in self.story.services:
             self._spawn(spec)
+        deadline = time.monotonic() + ready_timeout
+        while not self.story.ready(self.root):
+            if self.crashed() or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.story.name} services not ready after "
+                                   f"{ready_timeout}s: {self.crashed()}\n{self.log_tails()}")
+            time.sleep(0.1)
         sim = self.story.simulator
         self._spawn(ServiceSpec(sim.name, sim.module, (*sim.args, *sim_args)))
 
