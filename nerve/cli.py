@@ -111,5 +111,9 @@ async def _serve(
     logging.getLogger("nerve").info("stopped cleanly")
 
 
+from nerve.apps.demo import demo  # noqa: E402  (nerve demo shop|rides, nerve/apps)
+
+main.add_command(demo)
+
 if __name__ == "__main__":
     main()

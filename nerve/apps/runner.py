@@ -78,7 +78,9 @@ class StoryRun:
                "--state-dir", str(self.root / spec.name), "--instance", spec.instance,
                *spec.args]
         popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                                 # Ctrl-C reaches only the runner, which stops them in order.
+                                 start_new_session=True)
         proc = Proc(spec, popen, log, starts)
         self.procs[spec.name] = proc
         return proc
@@ -102,6 +104,15 @@ class StoryRun:
             self.kill(name)
         p.log.close()
         self._spawn(p.spec, p.starts + 1)
+
+    def stop_one(self, name: str, timeout: float = 15) -> None:
+        p = self.procs[name].popen
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     def crashed(self) -> list[str]:
         """Processes that exited with an error we did not cause."""

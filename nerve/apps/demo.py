@@ -1,0 +1,126 @@
+"""`nerve demo shop|rides`: run a reference system end to end with one command.
+
+Without --bootstrap-server an embedded broker (nerve's `Broker`, in this process) serves the
+story; with it, the same services run against any Kafka-protocol cluster (nerve or Apache
+Kafka). Services and simulator are separate processes; their logs and SQLite files are kept in
+--dir (a temporary directory by default, removed at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:  # imported lazily: `nerve serve` must not need the Kafka client
+    from nerve.apps.runner import Story
+
+
+def _options(default_rate: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed([
+            click.option("--bootstrap-server", default=None, metavar="HOST:PORT",
+                         help="Use this broker or cluster instead of an embedded nerve."),
+            click.option("--duration", default=20.0, show_default=True, type=float,
+                         help="Seconds the simulator runs (0: until Ctrl-C)."),
+            click.option("--rate", default=default_rate, show_default=True, type=float,
+                         help="Simulated events (shop) or ride requests (rides) per second."),
+            click.option("--dir", "work_dir", default=None,
+                         type=click.Path(file_okay=False, path_type=Path),
+                         help="Keep broker data, service state and logs here (default: a "
+                              "temporary directory, removed afterwards)."),
+        ]):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+@click.group()
+def demo() -> None:
+    """Run a reference system (services as separate processes) and check its invariants."""
+
+
+@demo.command()
+@_options(50.0)
+def shop(bootstrap_server: str | None, duration: float, rate: float,
+         work_dir: Path | None) -> None:
+    """A web shop: inventory, marketing promos and support tickets from customer events."""
+    from nerve.apps.shop.story import story
+
+    _run(story(), bootstrap_server, duration, rate, work_dir)
+
+
+@demo.command()
+@_options(5.0)
+def rides(bootstrap_server: str | None, duration: float, rate: float,
+          work_dir: Path | None) -> None:
+    """Ride hailing: matching (2 instances), tracking and payments; prints match latency."""
+    from nerve.apps.rides.story import story
+
+    _run(story(), bootstrap_server, duration, rate, work_dir)
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None, data_dir: Path) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from nerve.broker import Broker
+
+    # Kafka's 3 s initial rebalance delay only slows a demo down.
+    with Broker(data_dir=data_dir, port=0,
+                config={"group.initial.rebalance.delay.ms": "0"}) as broker:
+        click.echo(f"embedded nerve broker on {broker.bootstrap_servers} (data dir {data_dir})")
+        yield broker.bootstrap_servers
+
+
+def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
+         work_dir: Path | None) -> None:
+    from nerve.apps.runner import StoryRun
+
+    root = work_dir or Path(tempfile.mkdtemp(prefix=f"nerve-demo-{story.name}-"))
+    ok = False
+    try:
+        with _broker(bootstrap, root / "broker") as bs:
+            run = StoryRun(story, bs, root / "run")
+            topics = ", ".join(f"{t} ({n})" for t, n in story.topics.items())
+            click.echo(f"{story.name}: topics (partitions) {topics}")
+            click.echo(f"{story.name}: starting {', '.join(s.name for s in story.services)}; "
+                       f"state and logs in {run.root}")
+            started = time.monotonic()
+            try:
+                run.start(("--duration", str(duration), "--rate", str(rate)))
+                click.echo(f"{story.name}: simulator running at {rate:g}/s for "
+                           f"{duration:g} s (Ctrl-C stops it early)")
+
+                def out(line: str) -> None:
+                    click.echo(f"[{time.monotonic() - started:5.1f}s] {line}")
+
+                try:
+                    run.wait_simulator(duration + 180 if duration > 0 else 1e9, 2.0, out)
+                except KeyboardInterrupt:
+                    click.echo("stopping the simulator")
+                    run.stop_one(story.simulator.name)
+                out(run.progress())
+                click.echo(f"{story.name}: simulator done; waiting for the services to catch up")
+                report = run.check(timeout=60)
+                crashed = run.crashed()
+            finally:
+                run.stop()
+        click.echo(f"\n{story.name} summary:\n{report.summary()}")
+        for c in crashed:
+            click.echo(f"  CRASHED: {c}")
+        ok = report.ok and not crashed
+    finally:
+        if work_dir is None and ok:
+            shutil.rmtree(root, ignore_errors=True)
+        elif not ok:
+            click.echo(f"state and logs kept in {root}")
+    if not ok:
+        raise SystemExit(1)
