@@ -33,7 +33,7 @@ from nerve.apps.common import (
     producer_config,
     write_json_atomic,
 )
-from nerve.apps.rides import DRIVERS_PER_ZONE, ZONE_SIZE, ZONES_PER_SIDE
+from nerve.apps.rides import DRIVERS_PER_ZONE, ZONE_SIZE, ZONES_PER_SIDE, zone_name
 
 SPEED_KM_S = 8.0  # simulated time runs fast: trips take a second or two
 LOCATION_EVERY_S = 0.5
@@ -86,7 +86,7 @@ class Simulator:
         for zx in range(ZONES_PER_SIDE):
             for zy in range(ZONES_PER_SIDE):
                 for i in range(DRIVERS_PER_ZONE):
-                    d = Driver(f"D-{zx}{zy}-{i}", f"zone-{zx}-{zy}", *self._point(zx, zy))
+                    d = Driver(f"D-{zx}{zy}-{i}", zone_name(zx, zy), *self._point(zx, zy))
                     self.drivers[d.id] = d
         self.requests: dict[str, dict[str, Any]] = {}  # ride id -> request, until matched
         self.matched: dict[str, int] = {}  # ride id -> times we were told it was matched
@@ -110,7 +110,7 @@ class Simulator:
         zx, zy = self.rng.randrange(ZONES_PER_SIDE), self.rng.randrange(ZONES_PER_SIDE)
         self.n += 1
         ride = {"id": f"ride-{self.run_id}-{self.n}", "ts": now_ms(),
-                "rider": f"R-{self.rng.randrange(1, 1000):04d}", "zone": f"zone-{zx}-{zy}",
+                "rider": f"R-{self.rng.randrange(1, 1000):04d}", "zone": zone_name(zx, zy),
                 "pickup": self._point(zx, zy), "dropoff": self._point(zx, zy)}
         self.requests[ride["id"]] = ride
         self._emit("ride-requests", ride["zone"], ride)
@@ -179,7 +179,9 @@ class Simulator:
         stopper = Stopper()
         log("rides-simulator", f"{len(self.drivers)} drivers, ~{rate:g} requests/s")
         start = last = last_loc = last_stats = time.monotonic()
-        next_req = start
+        # Drivers go online first: requests start once matching can know where they are.
+        self.send_locations()
+        next_req = start + 2 * LOCATION_EVERY_S
         phase = "running"
         while not stopper.stopping:
             now = time.monotonic()

@@ -1,0 +1,178 @@
+"""The two reference systems (nerve/apps) as real processes against a real broker.
+
+Each test runs a story for a bounded time, waits until the services caught up with the topics,
+and checks the story's invariants from the topics and the services' SQLite files (the same
+check `nerve demo` prints). The slow variants SIGKILL and restart a service, or the broker, in
+the middle of the run; the last one runs a story on Apache Kafka 4.1.1 (scripts/kafka-broker).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nerve.apps.common import Report, read_json
+from nerve.apps.rides.story import story as rides_story
+from nerve.apps.runner import StoryRun
+from nerve.apps.shop.story import story as shop_story
+from tests.helpers import REPO_ROOT, NerveProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+SHOP_ARGS = ("--rate", "50", "--seed", "7")
+RIDES_ARGS = ("--rate", "5", "--seed", "7")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, run: StoryRun) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if run.crashed():
+            raise AssertionError(f"while waiting for {what}: {run.crashed()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                                 f"progress: {run.progress()}")
+        time.sleep(0.1)
+
+
+def finish(run: StoryRun, sim_timeout: float = 150) -> Report:
+    run.wait_simulator(sim_timeout)
+    report = run.check(timeout=90)
+    print(f"\n{run.story.name}:\n{report.summary()}")
+    assert not run.crashed(), run.crashed()
+    assert report.ok, report.summary()
+    return report
+
+
+def assert_shop_nontrivial(report: Report) -> None:
+    f = report.figures
+    assert f["orders"] > 20 and f["promos"] > 0 and f["tickets"] > 0, f
+    assert f["views bought in window"] > 0, f
+
+
+def assert_rides_nontrivial(report: Report) -> None:
+    f = report.figures
+    assert f["completed"] > 10 and f["charged"] == f["completed"], f
+
+
+def shop_progress(run: StoryRun) -> int:
+    return int((read_json(run.root / "simulator" / "stats.json") or {})
+               .get("produced", {}).get("product-sold", 0))
+
+
+def rides_progress(run: StoryRun) -> int:
+    return int((read_json(run.root / "simulator" / "stats.json") or {}).get("completed", 0))
+
+
+# ----------------------------------------------------------------------------- default run
+
+
+def test_shop_invariants(broker: NerveProcess, story_run: Callable[..., StoryRun]) -> None:
+    run = story_run(shop_story(), broker.bootstrap)
+    run.start(("--duration", "10", *SHOP_ARGS))
+    assert_shop_nontrivial(finish(run))
+
+
+def test_rides_invariants(broker: NerveProcess, story_run: Callable[..., StoryRun]) -> None:
+    run = story_run(rides_story(), broker.bootstrap)
+    run.start(("--duration", "10", *RIDES_ARGS))
+    report = finish(run)
+    assert_rides_nontrivial(report)
+    # Both matching instances did work: the zones really were shared between them.
+    per_instance = report.figures["matches per matching instance (current processes)"]
+    assert len(per_instance) == 2 and all(per_instance.values()), per_instance
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+@pytest.mark.slow
+def test_shop_services_killed_and_restarted_mid_run(
+    broker: NerveProcess, story_run: Callable[..., StoryRun]
+) -> None:
+    run = story_run(shop_story(), broker.bootstrap)
+    run.start(("--duration", "20", *SHOP_ARGS))
+    for i, service in enumerate(("inventory", "marketing", "support")):
+        wait_until(lambda i=i: shop_progress(run) >= 40 * (i + 1), 60, "more orders", run)
+        run.kill(service)  # SIGKILL: no offset commit, no clean close
+        run.restart(service)
+    assert_shop_nontrivial(finish(run))
+    assert all(run.procs[s].starts == 2 for s in ("inventory", "marketing", "support"))
+
+
+@pytest.mark.slow
+def test_rides_services_killed_and_restarted_mid_run(
+    broker: NerveProcess, story_run: Callable[..., StoryRun]
+) -> None:
+    run = story_run(rides_story(), broker.bootstrap)
+    run.start(("--duration", "20", *RIDES_ARGS))
+    for i, service in enumerate(("matching-0", "payments", "tracking", "matching-1")):
+        wait_until(lambda i=i: rides_progress(run) >= 12 * (i + 1), 60, "more rides", run)
+        run.kill(service)
+        run.restart(service)
+    assert_rides_nontrivial(finish(run))
+
+
+@pytest.mark.slow
+def test_shop_broker_killed_and_restarted_mid_run(
+    broker: NerveProcess, story_run: Callable[..., StoryRun]
+) -> None:
+    run = story_run(shop_story(), broker.bootstrap)
+    run.start(("--duration", "20", *SHOP_ARGS))
+    wait_until(lambda: shop_progress(run) >= 60, 60, "orders before the crash", run)
+    broker.kill()  # SIGKILL: the broker recovers its log from disk on restart
+    broker.restart()
+    before = shop_progress(run)
+    wait_until(lambda: shop_progress(run) >= before + 30, 60, "orders after the restart", run)
+    assert_shop_nontrivial(finish(run))
+
+
+@pytest.mark.slow
+def test_rides_broker_killed_and_restarted_mid_run(
+    broker: NerveProcess, story_run: Callable[..., StoryRun]
+) -> None:
+    run = story_run(rides_story(), broker.bootstrap)
+    run.start(("--duration", "20", *RIDES_ARGS))
+    wait_until(lambda: rides_progress(run) >= 20, 60, "rides before the crash", run)
+    broker.kill()
+    broker.restart()
+    before = rides_progress(run)
+    wait_until(lambda: rides_progress(run) >= before + 10, 60, "rides after the restart", run)
+    assert_rides_nontrivial(finish(run))
+
+
+# ----------------------------------------------------------------------------- Apache Kafka
+
+
+@pytest.mark.slow
+@pytest.mark.java
+@pytest.mark.timeout(420)
+def test_same_code_on_apache_kafka(
+    tmp_path: Path, story_run: Callable[..., StoryRun]
+) -> None:
+    """Both stories, unchanged, against a real Apache Kafka KRaft broker."""
+    if shutil.which("java") is None:
+        pytest.fail("java is not on PATH: run scripts/install-test-deps", pytrace=False)
+    script = REPO_ROOT / "scripts" / "kafka-broker"
+    kdir = tmp_path / "kafka"
+    started = subprocess.run(
+        [str(script), "start", "--dir", str(kdir),
+         "--set", "group.initial.rebalance.delay.ms=0"],
+        capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    bootstrap = started.stdout.strip().splitlines()[-1]
+    try:
+        shop = story_run(shop_story(), bootstrap)
+        shop.start(("--duration", "10", *SHOP_ARGS))
+        assert_shop_nontrivial(finish(shop))
+        shop.stop()
+        rides = story_run(rides_story(), bootstrap)
+        rides.start(("--duration", "10", *RIDES_ARGS))
+        assert_rides_nontrivial(finish(rides))
+    finally:
+        subprocess.run([str(script), "stop", "--dir", str(kdir)], capture_output=True,
+                       timeout=120)
