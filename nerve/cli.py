@@ -48,6 +48,13 @@ def main() -> None:
               help="A broker config, named as Kafka names it (repeatable).")
 @click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+# ---- web console (nerve/console), served on the broker's event loop
+@click.option("--console-port", envvar="NERVE_CONSOLE_PORT", default=8080, show_default=True,
+              type=int, help="Web console port, on --host (0: any free port).")
+@click.option("--no-console", is_flag=True, envvar="NERVE_NO_CONSOLE",
+              help="Do not start the web console.")
+@click.option("--console-read-only", is_flag=True, envvar="NERVE_CONSOLE_READ_ONLY",
+              help="Console without actions (produce, reset offsets, delete).")
 def serve(
     host: str,
     port: int,
@@ -57,6 +64,9 @@ def serve(
     config_file: Path | None,
     sets: tuple[str, ...],
     log_level: str,
+    console_port: int,
+    no_console: bool,
+    console_read_only: bool,
 ) -> None:
     """Run the broker until SIGTERM or Ctrl-C."""
     # kio registers hypothesis strategies for its types whenever hypothesis is importable
@@ -71,7 +81,8 @@ def serve(
         config = BrokerConfig.load(config_file, _parse_sets(sets))
     except (ConfigError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    asyncio.run(_serve(host, port, data_dir, advertised_host, node_id, config))
+    console = None if no_console else (console_port, console_read_only)
+    asyncio.run(_serve(host, port, data_dir, advertised_host, node_id, config, console))
 
 
 async def _serve(
@@ -81,8 +92,12 @@ async def _serve(
     advertised_host: str | None,
     node_id: int | None,
     config: BrokerConfig,
+    console_opts: tuple[int, bool] | None = None,
 ) -> None:
     from nerve.broker import Broker
+
+    if console_opts is not None:
+        import nerve.console.accounting  # noqa: F401  (registers its on_start hook)
 
     broker = Broker(
         data_dir, host=host, port=port, advertised_host=advertised_host, node_id=node_id,
@@ -99,6 +114,12 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
+    console = None
+    if console_opts is not None:
+        from nerve.console.server import start_embedded
+
+        # Before the "serving" line, so whoever waits for that line finds the console up.
+        console = await start_embedded(broker, host, *console_opts)
     click.echo(
         f"nerve {__version__}: serving Kafka protocol on {broker.host}:{broker.port}, "
         f"data dir {data_dir.resolve()}",
@@ -106,10 +127,18 @@ async def _serve(
     )
     sys.stdout.flush()
     await broker.serve_forever()
+    if console is not None:
+        await console.stop()
     if stopping:
         await stopping[0]
     logging.getLogger("nerve").info("stopped cleanly")
 
+
+# ---- `nerve topics|produce|consume|groups|console` (nerve/tools)
+from nerve.tools.commands import COMMANDS  # noqa: E402
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 from nerve.apps.demo import demo  # noqa: E402  (nerve demo shop|rides, nerve/apps)
 
