@@ -180,6 +180,9 @@ class Broker:
         if self._server is None:
             return
         self._server.close()
+        if self.core is not None:
+            for hook in _DRAIN_HOOKS:
+                await hook(self.core)
         conns = list(self._connections)
         idle = [c.idle.wait() for c in conns]
         if idle:
@@ -244,10 +247,17 @@ class Broker:
 # does not need to know them; each receives the BrokerCore.
 _START_HOOKS: list[Any] = []
 _STOP_HOOKS: list[Any] = []
+_DRAIN_HOOKS: list[Any] = []
 
 
 def on_start(fn: Any) -> Any:
     _START_HOOKS.append(fn)
+    return fn
+
+
+def on_drain(fn: Any) -> Any:
+    """Runs when shutdown starts, before in-flight requests are drained (release waiters)."""
+    _DRAIN_HOOKS.append(fn)
     return fn
 
 
@@ -256,4 +266,4 @@ def on_stop(fn: Any) -> Any:
     return fn
 
 
-__all__ = ["Broker", "BrokerCore", "__version__", "on_start", "on_stop"]
+__all__ = ["Broker", "BrokerCore", "__version__", "on_drain", "on_start", "on_stop"]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nerve.broker import on_start, on_stop
+from nerve.broker import on_drain, on_start, on_stop
 from nerve.config import BrokerConfig
 from nerve.coordinator.group import (
     Group,
@@ -119,7 +119,15 @@ class GroupCoordinator:
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        # Whoever still waits in a rebalance is told to find the coordinator again.
+        self.release_waiters()
+        await self.store.close()
+
+    def release_waiters(self) -> None:
+        """Answer every JoinGroup/SyncGroup parked in a rebalance with COORDINATOR_NOT_AVAILABLE.
+
+        Called before the broker drains its connections at shutdown, so a member waiting for a
+        rebalance does not hold the drain for its whole timeout; it re-finds the coordinator.
+        """
         for group in self.groups.values():
             for m in group.members.values():
                 for waiter, result in ((m.join_waiter, JoinResult(
@@ -127,7 +135,6 @@ class GroupCoordinator:
                         (m.sync_waiter, SyncResult(ErrorCode.coordinator_not_available))):
                     if isinstance(waiter, asyncio.Future) and not waiter.done():
                         waiter.set_result(result)
-        await self.store.close()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -433,6 +440,13 @@ async def _start_group_coordinator(core: BrokerCore) -> None:
                                    partition_count=_partition_count_of(core))
     await coordinator.start()
     core.groups = coordinator
+
+
+@on_drain
+async def _release_group_waiters(core: BrokerCore) -> None:
+    coordinator = coordinator_of(core)
+    if coordinator is not None:
+        coordinator.release_waiters()
 
 
 @on_stop

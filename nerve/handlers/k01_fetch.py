@@ -32,9 +32,8 @@ from nerve.storage.errors import OffsetOutOfRangeError
 READ_COMMITTED = 1
 
 
-def _empty(partition: int, code: ErrorCode, hw: int = -1, lso: int = -1, start: int = -1,
-           aborted: list[tuple[int, int]] | None = None) -> FetchPartitionData:
-    return FetchPartitionData(partition, code, hw, lso, start, (), 0, aborted)
+def _empty(partition: int, code: ErrorCode) -> FetchPartitionData:
+    return FetchPartitionData(partition, code, -1, -1, -1, (), 0, None)
 
 
 TopicsData = list[tuple[str | uuid.UUID, list[FetchPartitionData]]]
@@ -75,8 +74,8 @@ def _read_all(
             try:
                 data = plog.read(p.fetch_offset, max(limit, 0), min_one=total == 0)
             except OffsetOutOfRangeError:
-                parts.append(_empty(p.partition, ErrorCode.offset_out_of_range, hw, hw, start,
-                                    aborted))
+                # As Kafka's FetchResponse.partitionResponse(error): watermarks are -1.
+                parts.append(_empty(p.partition, ErrorCode.offset_out_of_range))
                 errors = True
                 continue
             parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, hw, start,

@@ -72,4 +72,8 @@ async def handle_delete_topics(ctx: RequestContext, request: Any) -> Any:
     counts = Counter(name if name is not None else tid for name, tid in targets)
     dupes = {key for key, n in counts.items() if n > 1}
     responses = [_delete(ctx, name, tid, dupes) for name, tid in targets]
+    deleted = [r["name"] for r in responses if r.get("error_code", 0) == 0 and r.get("name")]
+    if deleted and ctx.broker.groups is not None:
+        # Kafka drops committed offsets of deleted topics, so a re-created topic starts clean.
+        await ctx.broker.groups.on_topics_deleted(deleted)
     return build(response_class(20, ctx.version), throttle_time=0, responses=responses)
