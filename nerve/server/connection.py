@@ -152,7 +152,8 @@ class KafkaConnection(asyncio.Protocol):
         with open(region.fd, "rb", buffering=0, closefd=False) as f:
             try:
                 await loop.sendfile(transport, f, region.position, region.size, fallback=True)
-            except (NotImplementedError, RuntimeError):
+            except (NotImplementedError, RuntimeError, AttributeError):
+                # uvloop implements no sendfile: fall back to read + write for good.
                 type(self)._sendfile_ok = False
                 transport.write(region.read_bytes())
         # loop.sendfile resumes reading when it is done; keep our own back-pressure state.
