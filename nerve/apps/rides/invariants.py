@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from nerve.apps.common import Report, query, read_json, read_topic
+from nerve.apps.common import Report, query, read_json, read_topic, redelivered
 from nerve.apps.rides import fare_cents
 
 
@@ -98,6 +98,8 @@ def check(bootstrap: str, state_root: Path) -> Report:
         "revenue": f"{sum(sum(a) for a in charges.values()) / 100:.2f}",
         "driver locations": len(locations),
         "matches per matching instance (current processes)": matchers,
+        "redelivered events skipped (current processes)": redelivered(
+            state_root, ("tracking", "payments")),
         "request-to-match latency ms": f"p50 {lat.get('p50', 0):.0f}, "
                                        f"p99 {lat.get('p99', 0):.0f}, max {lat.get('max', 0):.0f}",
     }

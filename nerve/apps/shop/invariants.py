@@ -5,11 +5,10 @@ Used by `nerve demo shop` for its final summary and by tests/apps.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from nerve.apps.common import Report, query, read_topic
+from nerve.apps.common import Report, query, read_topic, redelivered
 from nerve.apps.shop import INITIAL_STOCK, LOW_STOCK, PROMO_WINDOW_MS
 
 
@@ -107,16 +106,8 @@ def check(bootstrap: str, state_root: Path) -> Report:
         "stock-low events": sum(lows.values()), "tickets": sum(tickets.values()),
         "promos": sum(promos.values()),
         "views bought in window": sum(1 for s in status.values() if s == "bought"),
-        "redelivered events skipped": _redelivered(state_root),
+        "redelivered events skipped (current processes)": redelivered(
+            state_root, ("inventory", "marketing", "support")),
     }
     return Report(figures, viol, behind)
 
-
-def _redelivered(state_root: Path) -> int:
-    import json
-
-    total = 0
-    for name in ("inventory", "marketing", "support"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            total += json.loads((state_root / name / "stats.json").read_text())["redelivered"]
-    return total
