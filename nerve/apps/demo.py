@@ -8,9 +8,11 @@ Kafka). Services and simulator are separate processes; their logs and SQLite fil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,9 @@ def _options(default_rate: float) -> Callable[[Callable[..., Any]], Callable[...
                          type=click.Path(file_okay=False, path_type=Path),
                          help="Keep broker data, service state and logs here (default: a "
                               "temporary directory, removed afterwards)."),
+            click.option("--console-port", default=8080, show_default=True, type=int,
+                         help="Web console of the embedded broker (0: any free port)."),
+            click.option("--no-console", is_flag=True, help="Do not start the web console."),
         ]):
             fn = opt(fn)
         return fn
@@ -48,46 +53,89 @@ def demo() -> None:
 
 @demo.command()
 @_options(50.0)
-def shop(bootstrap_server: str | None, duration: float, rate: float,
-         work_dir: Path | None) -> None:
+def shop(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
+         console_port: int, no_console: bool) -> None:
     """A web shop: inventory, marketing promos and support tickets from customer events."""
     from nerve.apps.shop.story import story
 
-    _run(story(), bootstrap_server, duration, rate, work_dir)
+    _run(story(), bootstrap_server, duration, rate, work_dir,
+         None if no_console else console_port)
 
 
 @demo.command()
 @_options(5.0)
-def rides(bootstrap_server: str | None, duration: float, rate: float,
-          work_dir: Path | None) -> None:
+def rides(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
+          console_port: int, no_console: bool) -> None:
     """Ride hailing: matching (2 instances), tracking and payments; prints match latency."""
     from nerve.apps.rides.story import story
 
-    _run(story(), bootstrap_server, duration, rate, work_dir)
+    _run(story(), bootstrap_server, duration, rate, work_dir,
+         None if no_console else console_port)
 
 
 @contextlib.contextmanager
-def _broker(bootstrap: str | None, data_dir: Path) -> Iterator[str]:
+def _broker(bootstrap: str | None, data_dir: Path, console_port: int | None) -> Iterator[str]:
     if bootstrap:
+        if console_port is not None:
+            click.echo(f"web console for this cluster: nerve console --bootstrap-server "
+                       f"{bootstrap}")
         yield bootstrap
         return
     from nerve.broker import Broker
 
+    console_server = None
+    if console_port is not None:
+        try:
+            import nerve.console.accounting  # noqa: F401  (registers its broker start hook)
+            from nerve.console import server as console_server
+        except ImportError as e:  # the console's web dependencies are missing
+            click.echo(f"no web console: {e}")
     # Kafka's 3 s initial rebalance delay only slows a demo down.
-    with Broker(data_dir=data_dir, port=0,
-                config={"group.initial.rebalance.delay.ms": "0"}) as broker:
+    broker = Broker(data_dir=data_dir, port=0, config={"group.initial.rebalance.delay.ms": "0"})
+    # The broker (and the console, which must share its loop) on an event loop thread.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="nerve-demo-broker", daemon=True)
+    thread.start()
+
+    def call(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
+
+    console = None
+    try:
+        call(broker.start())
         click.echo(f"embedded nerve broker on {broker.bootstrap_servers} (data dir {data_dir})")
+        if console_server is not None and console_port is not None:
+            # Prints "nerve console on http://..."; port taken: any free port instead.
+            console = call(console_server.start_embedded(broker, "127.0.0.1", console_port,
+                                                         False))
+            if console is None and console_port != 0:
+                console = call(console_server.start_embedded(broker, "127.0.0.1", 0, False))
         yield broker.bootstrap_servers
+    finally:
+        if console is not None:
+            call(console.stop())
+        call(broker.stop())
+        call(_cancel_leftover_tasks())  # connection tasks still parked after stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+async def _cancel_leftover_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
-         work_dir: Path | None) -> None:
+         work_dir: Path | None, console_port: int | None) -> None:
     from nerve.apps.runner import StoryRun
 
     root = work_dir or Path(tempfile.mkdtemp(prefix=f"nerve-demo-{story.name}-"))
     ok = False
     try:
-        with _broker(bootstrap, root / "broker") as bs:
+        with _broker(bootstrap, root / "broker", console_port) as bs:
             run = StoryRun(story, bs, root / "run")
             topics = ", ".join(f"{t} ({n})" for t, n in story.topics.items())
             click.echo(f"{story.name}: topics (partitions) {topics}")
