@@ -51,6 +51,7 @@ def finish(run: StoryRun, sim_timeout: float = 150) -> Report:
 def assert_shop_nontrivial(report: Report) -> None:
     f = report.figures
     assert f["orders"] > 20 and f["promos"] > 0 and f["tickets"] > 0, f
+    assert f["stock-low events"] > 0, f
     assert f["views bought in window"] > 0, f
 
 

@@ -15,5 +15,5 @@ TOPICS: dict[str, int] = {
 }
 SERVICES = ("inventory", "marketing", "support")
 PROMO_WINDOW_MS = 3000  # a view not followed by a purchase within this long earns a promo
-INITIAL_STOCK = 60
-LOW_STOCK = 25
+INITIAL_STOCK = 40
+LOW_STOCK = 30
