@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -106,15 +107,20 @@ async def _serve(
     await broker.start()
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
+    console: Any = None
+
+    async def shutdown() -> None:
+        if console is not None:
+            await console.stop()  # first: its Kafka clients talk to this broker
+        await broker.stop()
 
     def request_stop(signame: str) -> None:
         if not stopping:
             logging.getLogger("nerve").info("%s received: shutting down", signame)
-            stopping.append(loop.create_task(broker.stop()))
+            stopping.append(loop.create_task(shutdown()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
-    console = None
     if console_opts is not None:
         from nerve.console.server import start_embedded
 
@@ -127,8 +133,6 @@ async def _serve(
     )
     sys.stdout.flush()
     await broker.serve_forever()
-    if console is not None:
-        await console.stop()
     if stopping:
         await stopping[0]
     logging.getLogger("nerve").info("stopped cleanly")

@@ -166,6 +166,14 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
                accounting: Callable[[], Accounting | None] = lambda: None) -> Starlette:
     sampler = Sampler(cluster)
     ctx = pages.Ctx(bootstrap=cluster.bootstrap, read_only=read_only)
+    # Set on shutdown: the endless SSE streams end by themselves, so the server can close
+    # their connections cleanly instead of cancelling them after its grace period.
+    stopping = asyncio.Event()
+
+    def shutdown() -> None:
+        stopping.set()
+        for q in list(sampler.queues):
+            q.put_nowait({"shutdown": True})
 
     def error_page(e: ToolError) -> HTMLResponse:
         status = 404 if isinstance(e, UnknownTopic | UnknownGroup) else (
@@ -338,12 +346,14 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         async def stream() -> AsyncIterator[str]:
             async with sampler.subscribe() as q:
                 yield _sse("history", list(sampler.history))
-                while not await request.is_disconnected():
+                while not stopping.is_set() and not await request.is_disconnected():
                     try:
                         event = await asyncio.wait_for(q.get(), 15)
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
+                    if event.get("shutdown"):
+                        break
                     yield _sse("sample", event)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
@@ -368,7 +378,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
                 await _run(consumer.assign, [TopicPartition(name, p, o) for p, o in pos.items()])
                 yield _sse("ready", {"positions": pos})
                 idle = 0.0
-                while not await request.is_disconnected():
+                while not stopping.is_set() and not await request.is_disconnected():
                     msgs = await _run(consumer.consume, 100, 0.5)
                     out = [pages.record_json(m) for m in msgs if not m.error()]
                     for rec in out:
@@ -447,6 +457,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
     ]
     app = Starlette(routes=routes)
     app.state.cluster = cluster
+    app.state.shutdown = shutdown
     return app
 
 

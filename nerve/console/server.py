@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from nerve.tools.base import ToolError
+
 if TYPE_CHECKING:
     from nerve.broker import Broker
     from nerve.tools.kafka import Cluster
@@ -23,7 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("nerve.console")
 
 
-class _EmbeddedServer(uvicorn.Server):
+class _ConsoleServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.config.app.state.shutdown()  # end the SSE streams first
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
+class _EmbeddedServer(_ConsoleServer):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the broker handles signals and stops us
@@ -38,6 +46,7 @@ class ConsoleHandle:
         self.cluster = cluster
 
     async def stop(self) -> None:
+        self.server.config.app.state.shutdown()
         self.server.should_exit = True
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self.task, 3)
@@ -103,8 +112,11 @@ def run_standalone(cluster: Cluster, host: str, port: int, read_only: bool) -> N
     from nerve.console.app import create_app
 
     app = create_app(cluster, read_only=read_only, accounting=lambda: None)
-    sock = _bind(host, port)
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        raise ToolError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     print(f"nerve console for {cluster.bootstrap} on http://{host}:{sock.getsockname()[1]}"
           f"{' (read-only)' if read_only else ''}", flush=True)
     sys.stdout.flush()
-    uvicorn.Server(_config(app)).run(sockets=[sock])
+    _ConsoleServer(_config(app)).run(sockets=[sock])
