@@ -49,6 +49,9 @@ def main() -> None:
               help="A broker config, named as Kafka names it (repeatable).")
 @click.option("--log-level", envvar="NERVE_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--event-loop", envvar="NERVE_EVENT_LOOP", default="asyncio", show_default=True,
+              type=click.Choice(["asyncio", "uvloop"]),
+              help="asyncio (sendfile for large fetches) or uvloop (must be installed).")
 # ---- web console (nerve/console), served on the broker's event loop
 @click.option("--console-port", envvar="NERVE_CONSOLE_PORT", default=8080, show_default=True,
               type=int, help="Web console port, on --host (0: any free port).")
@@ -65,6 +68,7 @@ def serve(
     config_file: Path | None,
     sets: tuple[str, ...],
     log_level: str,
+    event_loop: str,
     console_port: int,
     no_console: bool,
     console_read_only: bool,
@@ -83,7 +87,15 @@ def serve(
     except (ConfigError, OSError) as e:
         raise click.ClickException(str(e)) from None
     console = None if no_console else (console_port, console_read_only)
-    asyncio.run(_serve(host, port, data_dir, advertised_host, node_id, config, console))
+    main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console)
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise click.ClickException("--event-loop uvloop: pip install uvloop") from None
+        uvloop.run(main_coro)
+    else:
+        asyncio.run(main_coro)
 
 
 async def _serve(

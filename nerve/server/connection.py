@@ -52,8 +52,8 @@ class KafkaConnection(asyncio.Protocol):
 
     # ---- asyncio.Protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, but offer the same methods.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
