@@ -245,7 +245,26 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         return HTMLResponse(pages.group(ctx, info, msg=request.query_params.get("msg")))
 
     async def map_page(request: Request) -> Response:
-        return HTMLResponse(pages.backbone_map(ctx))
+        # The first graph is in the page itself: drawn without waiting for /api/map.
+        graph = await map_data()
+        return HTMLResponse(pages.backbone_map(ctx, graph))
+
+    async def map_data() -> dict[str, Any]:
+        def load() -> dict[str, Any]:
+            topics = cluster.topics()
+            groups = []
+            for g in cluster.list_groups():
+                with contextlib.suppress(ToolError):
+                    groups.append(cluster.describe_group(g.group_id))
+            return {"topics": topics, "groups": groups}
+
+        try:
+            data = await _run(load)
+        except ToolError as e:
+            return {"error": str(e)}
+        acct = accounting()
+        return build_map(data["topics"], data["groups"],
+                         acct.snapshot() if acct is not None else None)
 
     # ------------------------------------------------------------------ actions
     async def create_topic(request: Request) -> Response:
@@ -404,21 +423,8 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
                              "groups": [g.__dict__ for g in groups]})
 
     async def api_map(request: Request) -> Response:
-        def load() -> dict[str, Any]:
-            topics = cluster.topics()
-            groups = []
-            for g in cluster.list_groups():
-                with contextlib.suppress(ToolError):
-                    groups.append(cluster.describe_group(g.group_id))
-            return {"topics": topics, "groups": groups}
-
-        try:
-            data = await _run(load)
-        except ToolError as e:
-            return JSONResponse({"error": str(e)}, status_code=502)
-        acct = accounting()
-        return JSONResponse(build_map(data["topics"], data["groups"],
-                                      acct.snapshot() if acct is not None else None))
+        graph = await map_data()
+        return JSONResponse(graph, status_code=502 if "error" in graph else 200)
 
     async def metrics(request: Request) -> Response:
         def load() -> tuple[Any, Any]:

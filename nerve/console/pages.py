@@ -292,8 +292,10 @@ def reset_preview(ctx: Ctx, gid: str, rows: list[ResetRow], form: dict[str, str]
 
 
 # ---------------------------------------------------------------------------- map
-def backbone_map(ctx: Ctx) -> str:
-    body = """
+def backbone_map(ctx: Ctx, graph: dict[str, Any]) -> str:
+    # "</" cannot appear inside the script element: JSON escapes it as "<\\/".
+    data = json.dumps(graph).replace("</", "<\\/")
+    body = f"""<script type="application/json" id="map-data">{data}</script>
 <h1>Backbone map <small>producers → topics → consumer groups, live</small></h1>
 <p id="map-note" class="note"></p>
 <div class="map-wrap"><svg id="map" data-src="/api/map" width="1200" height="600"
