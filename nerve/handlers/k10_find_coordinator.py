@@ -1,7 +1,8 @@
 """FindCoordinator (key 10), versions 0-6.
 
 Behaviour: this broker coordinates every group, so key_type 0 (group) answers with this node
-for any key. key_type 1 (transaction) gets COORDINATOR_NOT_AVAILABLE until transactions exist;
+for any key. key_type 1 (transaction) also answers with this node, whose InitProducerId then
+refuses transactional ids with INVALID_REQUEST (transactions do not exist yet);
 other key types get INVALID_REQUEST. While the group coordinator is not running (during start
 or stop) the answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
 Version notes: v0 has no key_type (always a group); v4+ batch several keys in
@@ -28,7 +29,9 @@ def _answer(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
             return ErrorCode.coordinator_not_available, "the group coordinator is not running"
         return ErrorCode.none, None
     if key_type == TRANSACTION:
-        return ErrorCode.coordinator_not_available, "transactions are not supported yet"
+        # Point transactional producers at this node so that InitProducerId can refuse them
+        # with a clear error, instead of leaving them to retry FindCoordinator until timeout.
+        return ErrorCode.none, None
     return ErrorCode.invalid_request, f"unknown key type {key_type}"
 
 
