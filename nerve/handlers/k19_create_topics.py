@@ -29,7 +29,6 @@ from nerve.handlers.k32_describe_configs import topic_config_entries
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
 from nerve.storage.errors import InvalidPartitionsError, InvalidTopicError, TopicExistsError
-from nerve.storage.log_manager import LogManager, validate_topic_name
 
 log = logging.getLogger("nerve.admin")
 
@@ -58,18 +57,6 @@ def check_assignments(node_id: int, assignments: list[tuple[int, ...]]) -> None:
             raise AdminError(ErrorCode.invalid_replica_assignment,
                              f"replica assignment {list(replicas)} is impossible: this single "
                              f"broker is node {node_id}")
-
-
-def _check_name(logs: LogManager, name: str) -> None:
-    """What create_topic checks before writing anything, in Kafka's order (for validate_only
-    and for the error precedence: a bad name wins over bad partitions or configs)."""
-    validate_topic_name(name)
-    if name in logs.topics:
-        raise TopicExistsError(f"Topic '{name}' already exists.")
-    key = name.replace(".", "_")
-    for other in logs.topics:
-        if other.replace(".", "_") == key:
-            raise InvalidTopicError(f"Topic '{name}' collides with existing topic '{other}'.")
 
 
 def _partition_count(ctx: RequestContext, t: Any) -> int:
@@ -120,7 +107,8 @@ _STORAGE_ERRORS: dict[type[Exception], ErrorCode] = {
 def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
     logs = ctx.broker.logs
     try:
-        _check_name(logs, t.name)
+        # Kafka's error precedence: a bad name wins over bad partitions or configs.
+        logs.check_new_topic_name(t.name)
         num = _partition_count(ctx, t)
         overrides = _overrides(t)
         if validate_only:

@@ -192,16 +192,21 @@ class LogManager:
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
         return self._by_id.get(topic_id)
 
-    def create_topic(
-        self, name: str, num_partitions: int, overrides: Mapping[str, str] = _EMPTY
-    ) -> TopicInfo:
+    def check_new_topic_name(self, name: str) -> None:
+        """Raise unless `name` is valid and free: neither taken nor equal to an existing name
+        once '.' and '_' are confused (Kafka refuses those: they collide in metric names)."""
         validate_topic_name(name)
         if name in self.topics:
-            raise TopicExistsError(f"topic {name!r} already exists")
+            raise TopicExistsError(f"Topic '{name}' already exists.")
         collides = name.replace(".", "_")
         for other in self.topics:
             if other.replace(".", "_") == collides:
-                raise InvalidTopicError(f"topic {name!r} collides with existing topic {other!r}")
+                raise InvalidTopicError(f"Topic '{name}' collides with existing topic '{other}'.")
+
+    def create_topic(
+        self, name: str, num_partitions: int, overrides: Mapping[str, str] = _EMPTY
+    ) -> TopicInfo:
+        self.check_new_topic_name(name)
         if num_partitions <= 0:
             raise InvalidPartitionsError(f"partition count must be > 0, got {num_partitions}")
         checked = validate_topic_configs(overrides)
