@@ -12,6 +12,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 from nerve import __version__
 from nerve.config import BrokerConfig
 from nerve.coordinator.producers import ProducerIdManager
+from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
 from nerve.server.connection import KafkaConnection
 from nerve.storage.log_manager import LogManager
@@ -149,31 +151,32 @@ class Broker:
     async def start(self) -> None:
         self._stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Bind first, so port=0 resolves before the advertised port is chosen.
-        placeholder = BrokerCore.__new__(BrokerCore)
-        dispatcher = Dispatcher(placeholder)
+        # Bind first, so that port 0 resolves to the port clients are then told about.
+        sock = socket.create_server((self.host, self.port), reuse_port=False)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        # Handler modules register the start hooks of the subsystems they use (groups, ...).
+        load_handlers()
+        try:
+            core = BrokerCore(
+                self.data_dir,
+                self.config,
+                advertised_host=self.advertised_host or self.host,
+                advertised_port=self.port,
+            )
+            core.load()
+            await core.logs.start()
+            for hook in _START_HOOKS:
+                await hook(core)
+        except BaseException:
+            sock.close()
+            raise
+        self.core = core
+        dispatcher = Dispatcher(core)
         max_frame = self.config.get_int("socket.request.max.bytes")
         self._server = await loop.create_server(
-            lambda: KafkaConnection(dispatcher, max_frame, self._connections),
-            self.host,
-            self.port,
-            reuse_address=True,
-            start_serving=False,
+            lambda: KafkaConnection(dispatcher, max_frame, self._connections), sock=sock
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-        core = BrokerCore(
-            self.data_dir,
-            self.config,
-            advertised_host=self.advertised_host or self.host,
-            advertised_port=self.port,
-        )
-        core.load()
-        await core.logs.start()
-        for hook in _START_HOOKS:
-            await hook(core)
-        dispatcher.broker = core
-        self.core = core
-        await self._server.start_serving()
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Graceful shutdown: stop accepting, answer what is in flight, flush, close files."""

@@ -76,8 +76,8 @@ class KafkaConnection(asyncio.Protocol):
                 self._reading_paused = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Stays in `connections` until the worker ends, so shutdown can wait for it.
         self._closing = True
-        self.connections.discard(self)
         self._can_write.set()
         self._wakeup.set()
         if self._worker is not None and self.idle.is_set():
@@ -121,6 +121,8 @@ class KafkaConnection(asyncio.Protocol):
             log.exception("closing connection %s from %s:%s after an internal error",
                           self.connection_id, *self.peer)
             self.close(None)
+        finally:
+            self.connections.discard(self)
 
     async def _send(self, parts: list[bytes | FileRegion]) -> None:
         transport = self.transport

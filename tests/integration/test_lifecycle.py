@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.test_produce_consume import create_topic, rdk_produce
@@ -16,7 +16,15 @@ def test_deleting_a_topic_drops_its_committed_offsets(nerve, unique_topic):
     rdk_produce(nerve.bootstrap, topic, [b"x"] * 5)
     c = Consumer({"bootstrap.servers": nerve.bootstrap, "group.id": "deleted-topic-group",
                   "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+    deadline = time.monotonic() + 20
+    while True:  # a new consumer may not know its coordinator yet (_WAIT_COORD): retry
+        try:
+            c.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 4
     admin = AdminClient({"bootstrap.servers": nerve.bootstrap})
     admin.delete_topics([topic])[topic].result(10)
