@@ -47,6 +47,22 @@ async def _run(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     return await asyncio.to_thread(fn, *args, **kw)
 
 
+def _groups(cluster: Cluster) -> tuple[list[Any], str | None]:
+    """Every group, described; or the error, so pages still show topics when groups fail
+    (a broker without a group coordinator answers COORDINATOR_NOT_AVAILABLE)."""
+    try:
+        summaries = cluster.list_groups()
+    except ToolError as e:
+        if isinstance(e, Unreachable):
+            raise
+        return [], str(e)
+    out = []
+    for g in summaries:
+        with contextlib.suppress(ToolError):
+            out.append(cluster.describe_group(g.group_id))
+    return out, None
+
+
 class Sampler:
     """Samples end offsets and group lag once a second while someone watches the overview.
 
@@ -63,14 +79,8 @@ class Sampler:
 
     def _sample(self) -> dict[str, Any]:
         topics = self.cluster.topics()
-        groups = {}
-        for g in self.cluster.list_groups():
-            try:
-                d = self.cluster.describe_group(g.group_id)
-                groups[g.group_id] = {"lag": d.total_lag, "state": d.state,
-                                      "members": len(d.members)}
-            except ToolError:
-                continue
+        groups = {d.group_id: {"lag": d.total_lag, "state": d.state, "members": len(d.members)}
+                  for d in _groups(self.cluster)[0]}
         return {"topics": {t.name: {"end": t.end_offset_total, "messages": t.messages}
                            for t in topics}, "groups": groups}
 
@@ -197,13 +207,9 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         def load() -> dict[str, Any]:
             info = cluster.cluster_info()
             topics = cluster.topics()
-            groups = []
-            for g in cluster.list_groups():
-                try:
-                    groups.append(cluster.describe_group(g.group_id))
-                except ToolError:
-                    continue
-            return {"info": info, "topics": topics, "groups": groups}
+            groups, groups_error = _groups(cluster)
+            return {"info": info, "topics": topics, "groups": groups,
+                    "groups_error": groups_error}
 
         try:
             data = await _run(load)
@@ -251,12 +257,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
 
     async def map_data() -> dict[str, Any]:
         def load() -> dict[str, Any]:
-            topics = cluster.topics()
-            groups = []
-            for g in cluster.list_groups():
-                with contextlib.suppress(ToolError):
-                    groups.append(cluster.describe_group(g.group_id))
-            return {"topics": topics, "groups": groups}
+            return {"topics": cluster.topics(), "groups": _groups(cluster)[0]}
 
         try:
             data = await _run(load)
@@ -416,11 +417,12 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
     async def api_overview(request: Request) -> Response:
         try:
             topics = await _run(cluster.topics)
-            groups = await _run(cluster.list_groups)
+            groups, groups_error = await _run(_groups, cluster)
         except ToolError as e:
             return JSONResponse({"error": str(e)}, status_code=502)
         return JSONResponse({"topics": [t.to_json() for t in topics],
-                             "groups": [g.__dict__ for g in groups]})
+                             "groups": [g.to_json() for g in groups],
+                             "groups_error": groups_error})
 
     async def api_map(request: Request) -> Response:
         graph = await map_data()
@@ -428,12 +430,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
 
     async def metrics(request: Request) -> Response:
         def load() -> tuple[Any, Any]:
-            topics = cluster.topics(include_internal=True)
-            groups = []
-            for g in cluster.list_groups():
-                with contextlib.suppress(ToolError):
-                    groups.append(cluster.describe_group(g.group_id))
-            return topics, groups
+            return cluster.topics(include_internal=True), _groups(cluster)[0]
 
         try:
             topics, groups = await _run(load)

@@ -76,7 +76,7 @@ def card(k: str, v: object, small: bool = False, id: str = "") -> str:
 
 # ---------------------------------------------------------------------------- overview
 def overview(ctx: Ctx, info: dict[str, Any], topics: list[TopicInfo], groups: list[GroupInfo],
-             msg: str | None = None) -> str:
+             groups_error: str | None = None, msg: str | None = None) -> str:
     brokers = "".join(
         f"<tr><td>{h(b['id'])}{' (controller)' if b['id'] == info['controller_id'] else ''}"
         f"</td><td><code>{h(b['host'])}:{h(b['port'])}</code></td></tr>"
@@ -93,7 +93,9 @@ def overview(ctx: Ctx, info: dict[str, Any], topics: list[TopicInfo], groups: li
         f'<td><span class="state {h(g.state.lower())}">{h(g.state.lower())}</span></td>'
         f'<td class="num">{len(g.members)}</td><td>{h(", ".join(g.topics))}</td>'
         f'<td class="num lag" data-group-lag="{h(g.group_id)}">{g.total_lag}</td></tr>'
-        for g in groups) or '<tr><td colspan="5" class="empty">no consumer groups</td></tr>'
+        for g in groups) or (
+        f'<tr><td colspan="5" class="error">{h(groups_error)}</td></tr>' if groups_error
+        else '<tr><td colspan="5" class="empty">no consumer groups</td></tr>')
     create = "" if ctx.read_only else """
 <details class="action"><summary>Create a topic</summary>
 <form method="post" action="/topics" class="grid">
