@@ -85,6 +85,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     acks = request.acks
     touched: list[PartitionLog] = []
     responses: list[tuple[str, list[ProducePartitionResult]]] = []
+    acct = ctx.broker.extensions.get("accounting")
     for topic_data in request.topic_data:
         name = topic_data.name
         if acks not in (0, 1, -1):
@@ -93,6 +94,9 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         else:
             parts = [_append(ctx, name, p.index, p.records, touched)
                      for p in topic_data.partition_data]
+        if acct is not None:  # who writes where, for the console's backbone map
+            acct.record_produce(ctx.header.client_id, ctx.client_host, name,
+                                sum(len(p.records or b"") for p in topic_data.partition_data))
         responses.append((name, parts))
     if acks == 0:
         return None

@@ -101,4 +101,7 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
             topics, total, keys, errors = _read_all(ctx, request, by_id)
             if total >= request.min_bytes or errors:
                 break
+    acct = ctx.broker.extensions.get("accounting")
+    if acct is not None:  # who reads where, for the console's backbone map
+        acct.record_fetch(ctx.header.client_id, ctx.client_host, (t for t, _ in keys), total)
     return RawResponse(encode_fetch_response(ctx.version, topics))

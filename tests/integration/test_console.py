@@ -210,6 +210,12 @@ def test_overview_events_and_map(console: Console, unique_topic: Callable[..., s
     assert {f"t:{topic}", f"g:{group}"} <= ids
     assert {"from": f"t:{topic}", "to": f"g:{group}"}.items() <= next(
         e for e in graph["edges"] if e["to"] == f"g:{group}").items()
+    # nerve's own accounting adds who produced: the test's producer (librdkafka's default
+    # client id "rdkafka", from this host) has an edge into the topic.
+    producers = [n for n in graph["nodes"] if n.get("kind") == "producer"]
+    assert any(n["id"].startswith("p:rdkafka@") for n in producers), graph["nodes"]
+    assert any(e["from"].startswith("p:rdkafka@") and e["to"] == f"t:{topic}"
+               for e in graph["edges"])
 
 
 def test_read_only_hides_actions_and_refuses_posts(
