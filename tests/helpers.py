@@ -86,10 +86,15 @@ class NerveProcess:
         return rc is not None and rc > 0 and not self._signalled
 
     def command(self) -> list[str]:
+        # Brokers under test run without the web console unless a test asks for one: many
+        # start side by side, and only one of them could hold the default console port.
+        console = [] if any(a.startswith("--console") for a in self.extra_args) else [
+            "--no-console"]
         return [
             sys.executable, "-m", "nerve", "serve",
             "--host", self.host, "--port", str(self.port),
             "--data-dir", str(self.data_dir),
+            *console,
             *self.extra_args,
         ]
 
