@@ -65,6 +65,18 @@ class RawResponse:
     parts: list[bytes | FileRegion]
 
 
+@dataclass(frozen=True, slots=True)
+class DeferredResponse:
+    """A response that exists once `ready` completes (Produce acks=all waiting for its fsync).
+
+    The connection meanwhile goes on handling the next requests, so one group-commit fsync can
+    cover several requests of the same connection; answers still leave in request order.
+    `ready` resolves to what a handler would have returned (a kio response or RawResponse).
+    """
+
+    ready: Awaitable[Any]
+
+
 @dataclass(slots=True)
 class RequestContext:
     broker: BrokerCore

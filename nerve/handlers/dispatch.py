@@ -7,11 +7,12 @@ a request it cannot parse, and so do we, after one log line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
-from nerve.handlers import RawResponse, RequestContext, load_handlers
+from nerve.handlers import DeferredResponse, RawResponse, RequestContext, load_handlers
 from nerve.protocol import messages
 from nerve.protocol.framing import (
     FramingError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nerve.requests")
 
 API_VERSIONS_KEY = 18
+Parts = list["bytes | FileRegion"]
 _I32 = struct.Struct(">i")
 
 
@@ -41,7 +43,8 @@ class Dispatcher:
 
     async def handle(
         self, frame: bytes, client_host: str, client_port: int, connection_id: int
-    ) -> list[bytes | FileRegion] | None:
+    ) -> Parts | asyncio.Future[Parts | None] | None:
+        """The response's parts, None for no response, or a future of either (deferred)."""
         try:
             api_key, api_version, correlation_id = peek_api(frame)
         except FramingError as e:
@@ -73,13 +76,25 @@ class Dispatcher:
             ) from None
         ctx = RequestContext(self.broker, header, client_host, client_port, connection_id)
         response = await spec.handler(ctx, request)
-        if response is None:
-            return None
         # ApiVersions answers always use response header v0 (clients parse it before they
         # know whether the broker speaks flexible versions).
-        head = response_header(
-            correlation_id, flexible=flexible and api_key != API_VERSIONS_KEY
-        )
+        flexible_header = flexible and api_key != API_VERSIONS_KEY
+        if isinstance(response, DeferredResponse):
+            return asyncio.ensure_future(
+                self._encode_later(response, correlation_id, flexible_header)
+            )
+        return self._encode(response, correlation_id, flexible_header)
+
+    async def _encode_later(
+        self, deferred: DeferredResponse, correlation_id: int, flexible_header: bool
+    ) -> Parts | None:
+        return self._encode(await deferred.ready, correlation_id, flexible_header)
+
+    @staticmethod
+    def _encode(response: Any, correlation_id: int, flexible_header: bool) -> Parts | None:
+        if response is None:
+            return None
+        head = response_header(correlation_id, flexible=flexible_header)
         if isinstance(response, RawResponse):
             parts: list[bytes | FileRegion] = [head, *response.parts]
         else:

@@ -11,17 +11,19 @@ Behaviour:
   sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a stale epoch is INVALID_PRODUCER_EPOCH.
 - acks=0: no response at all. acks=1: answered once the write reached the OS. acks=-1 (all):
   answered after an fsync when `acks.all.fsync` is true (the default), one fsync round for
-  every request waiting at that moment (group commit). Other acks: INVALID_REQUIRED_ACKS.
+  every request waiting at that moment (group commit); the answer is deferred, so the
+  connection keeps handling the requests behind it. Other acks: INVALID_REQUIRED_ACKS.
 Version notes: v0-2 are advertised but refused (the connection is closed), because librdkafka
 < 2.11.1 turns compression off when Produce's advertised minimum is above 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from nerve.handlers import RawResponse, RequestContext, api
+from nerve.handlers import DeferredResponse, RawResponse, RequestContext, api
 from nerve.protocol import records as rb
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import ProducePartitionResult, encode_produce_response
@@ -100,6 +102,15 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         responses.append((name, parts))
     if acks == 0:
         return None
+    response = RawResponse([encode_produce_response(ctx.version, responses)])
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):
-        await ctx.broker.logs.flush(touched)
-    return RawResponse([encode_produce_response(ctx.version, responses)])
+        # Joins the group commit now; the connection handles its next requests meanwhile, so
+        # a client's pipelined produce requests share fsync rounds instead of queueing.
+        flushed = asyncio.ensure_future(ctx.broker.logs.flush(touched))
+        return DeferredResponse(_after(flushed, response))
+    return response
+
+
+async def _after(flushed: asyncio.Future[None], response: RawResponse) -> RawResponse:
+    await flushed
+    return response

@@ -2,8 +2,10 @@
 
 Kafka clients pipeline requests (librdkafka sends several at once) and rely on answers in
 request order, so each connection runs one worker that handles its frames one at a time.
-Reading pauses while too many frames wait, and the worker waits while the socket's write
-buffer is above its high-water mark.
+A handler may defer its answer (Produce acks=all until its fsync): the worker then moves on
+to the next request, and a sender task writes the answers in request order as they become
+ready. Reading pauses while too many frames wait, and the worker waits while the socket's
+write buffer is above its high-water mark or too many answers are pending.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import collections
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nerve.handlers.dispatch import CloseConnection, Dispatcher
 from nerve.protocol.framing import FrameDecoder, FramingError
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nerve.server")
 
 MAX_QUEUED_FRAMES = 64
+MAX_PENDING_RESPONSES = 32
 # File regions at least this large go out with sendfile (zero-copy); smaller ones are read
 # into memory, which costs fewer system calls and no wait for the socket buffer to drain.
 SENDFILE_MIN_BYTES = 128 * 1024
@@ -47,7 +50,13 @@ class KafkaConnection(asyncio.Protocol):
         self._reading_paused = False
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
-        self.idle = asyncio.Event()  # set while no request is being handled
+        # Answers not yet written, in request order: parts, None (no answer), or futures.
+        self._outbox: collections.deque[Any] = collections.deque()
+        self._outbox_space = asyncio.Event()
+        self._outbox_space.set()
+        self._sender: asyncio.Task[None] | None = None
+        self._handling = False
+        self.idle = asyncio.Event()  # set while nothing is handled or waiting to be answered
         self.idle.set()
 
     # ---- asyncio.Protocol callbacks
@@ -103,16 +112,24 @@ class KafkaConnection(asyncio.Protocol):
                     self.transport.resume_reading()
                     self._reading_paused = False
                 self.idle.clear()
+                self._handling = True
                 try:
-                    parts = await self.dispatcher.handle(
+                    result = await self.dispatcher.handle(
                         frame, self.peer[0], self.peer[1], self.connection_id
                     )
                 finally:
-                    self.idle.set()
-                if parts is not None and not self._closing:
-                    await self._send(parts)
+                    self._handling = False
+                if self._outbox or isinstance(result, asyncio.Future):
+                    self._queue_answer(result)
+                    if len(self._outbox) >= MAX_PENDING_RESPONSES:
+                        self._outbox_space.clear()
+                        await self._outbox_space.wait()
+                    continue
+                if result is not None and not self._closing:
+                    await self._send(result)
                     if not self._can_write.is_set():
                         await self._can_write.wait()
+                self.idle.set()
         except CloseConnection as e:
             self.close(str(e))
         except (asyncio.CancelledError, ConnectionError):
@@ -123,6 +140,37 @@ class KafkaConnection(asyncio.Protocol):
             self.close(None)
         finally:
             self.connections.discard(self)
+
+    def _queue_answer(self, result: Any) -> None:
+        self._outbox.append(result)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
+
+    async def _send_in_order(self) -> None:
+        """Write queued answers in request order, waiting for deferred ones to be ready."""
+        try:
+            while self._outbox:
+                item = self._outbox[0]
+                parts = await item if isinstance(item, asyncio.Future) else item
+                if parts is not None and not self._closing:
+                    await self._send(parts)
+                    if not self._can_write.is_set():
+                        await self._can_write.wait()
+                # Popped only once written: while the outbox is not empty, the worker queues
+                # behind it instead of writing, so answers never interleave.
+                self._outbox.popleft()
+                if len(self._outbox) < MAX_PENDING_RESPONSES:
+                    self._outbox_space.set()
+        except (asyncio.CancelledError, ConnectionError):
+            self.close(None)
+        except Exception:
+            log.exception("closing connection %s from %s:%s after an internal error",
+                          self.connection_id, *self.peer)
+            self.close(None)
+        finally:
+            if not self._handling:
+                self.idle.set()
+            self._outbox_space.set()
 
     async def _send(self, parts: list[bytes | FileRegion]) -> None:
         transport = self.transport
@@ -165,10 +213,11 @@ class KafkaConnection(asyncio.Protocol):
     async def shutdown(self) -> None:
         """Close and wait for the worker to end (broker shutdown, after draining)."""
         self.close(None)
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        for task in (self._worker, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def close(self, reason: str | None) -> None:
         if reason:
