@@ -249,3 +249,27 @@ def test_message_too_large_is_refused(nerve, unique_topic):
     p.flush(10)
     assert errors and errors[0] is not None
     assert errors[0].code() == 10 or "too large" in str(errors[0]).lower()
+
+
+def test_huge_batch_goes_out_zero_copy_and_arrives_intact(nerve, unique_topic):
+    """A fetch region above SENDFILE_MIN_BYTES is sent with sendfile; bytes must be exact."""
+    from nerve.server.connection import SENDFILE_MIN_BYTES
+
+    topic = unique_topic()
+    size = SENDFILE_MIN_BYTES + 1_000_000
+    create_topic(nerve.bootstrap, topic, **{"max.message.bytes": str(size + 10_000)})
+    big = bytes(range(256)) * (size // 256)
+    rdk_produce(nerve.bootstrap, topic, [big], **{"message.max.bytes": size + 10_000,
+                                                  "compression.type": "none"})
+    c = Consumer({"bootstrap.servers": nerve.bootstrap, "group.id": "g-huge",
+                  "enable.auto.commit": False, "fetch.max.bytes": size * 2,
+                  "max.partition.fetch.bytes": size * 2,
+                  "receive.message.max.bytes": size * 2 + 10_000})
+    c.assign([TopicPartition(topic, 0, 0)])
+    msg = None
+    deadline = time.monotonic() + 30
+    while msg is None and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+    c.close()
+    assert msg is not None and not msg.error()
+    assert msg.value() == big
