@@ -74,11 +74,12 @@ def rides(bootstrap_server: str | None, duration: float, rate: float, work_dir: 
 
 
 @contextlib.contextmanager
-def _broker(bootstrap: str | None, data_dir: Path, console_port: int | None) -> Iterator[str]:
+def _broker(bootstrap: str | None, data_dir: Path, console_port: int | None,
+            story: str) -> Iterator[str]:
     if bootstrap:
         if console_port is not None:
             click.echo(f"web console for this cluster: nerve console --bootstrap-server "
-                       f"{bootstrap}")
+                       f"{bootstrap}, then open /stories/{story}")
         yield bootstrap
         return
     from nerve.broker import Broker
@@ -110,6 +111,8 @@ def _broker(bootstrap: str | None, data_dir: Path, console_port: int | None) -> 
                                                          False))
             if console is None and console_port != 0:
                 console = call(console_server.start_embedded(broker, "127.0.0.1", 0, False))
+            if console is not None:  # the story's live page (nerve/console/stories.py)
+                click.echo(f"{story} story page: {console.url}/stories/{story}")
         yield broker.bootstrap_servers
     finally:
         if console is not None:
@@ -135,7 +138,7 @@ def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
     root = work_dir or Path(tempfile.mkdtemp(prefix=f"nerve-demo-{story.name}-"))
     ok = False
     try:
-        with _broker(bootstrap, root / "broker", console_port) as bs:
+        with _broker(bootstrap, root / "broker", console_port, story.name) as bs:
             run = StoryRun(story, bs, root / "run")
             topics = ", ".join(f"{t} ({n})" for t, n in story.topics.items())
             click.echo(f"{story.name}: topics (partitions) {topics}")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -30,7 +31,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nerve.console import pages
+from nerve.console import pages, stories
 from nerve.console.accounting import Accounting
 from nerve.tools.base import ToolError, UnknownGroup, UnknownTopic, Unreachable
 from nerve.tools.kafka import Cluster
@@ -175,13 +176,16 @@ def _redirect(path: str, msg: str | None = None) -> RedirectResponse:
 def create_app(cluster: Cluster, *, read_only: bool = False,
                accounting: Callable[[], Accounting | None] = lambda: None) -> Starlette:
     sampler = Sampler(cluster)
-    ctx = pages.Ctx(bootstrap=cluster.bootstrap, read_only=read_only)
+    story_hub = stories.StoryHub(cluster)
+    ctx = pages.Ctx(bootstrap=cluster.bootstrap, read_only=read_only,
+                    stories=story_hub.available)
     # Set on shutdown: the endless SSE streams end by themselves, so the server can close
     # their connections cleanly instead of cancelling them after its grace period.
     stopping = asyncio.Event()
 
     def shutdown() -> None:
         stopping.set()
+        story_hub.close()
         for q in list(sampler.queues):
             q.put_nowait({"shutdown": True})
 
@@ -456,10 +460,13 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         Route("/groups/{group}", group_page),
         Route("/groups/{group}/reset", reset_group, methods=["POST"]),
         Route("/groups/{group}/delete", delete_group, methods=["POST"]),
+        # Story pages (nerve demo shop|rides): nerve/console/stories.py
+        *stories.routes(story_hub, ctx, stopping),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(stories.NavRefresh, hub=story_hub)])
     app.state.cluster = cluster
+    app.state.story_hub = story_hub
     app.state.shutdown = shutdown
     return app
 

@@ -8,7 +8,7 @@ engine to install. In read-only mode no form is rendered at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -24,6 +24,8 @@ from nerve.tools.kafka import GroupInfo, Record, ResetRow, TopicInfo
 class Ctx:
     bootstrap: str
     read_only: bool
+    # Stories whose topics exist (nerve/console/stories.py): linked from the nav.
+    stories: Callable[[], Sequence[str]] = lambda: ()
 
 
 def h(v: object) -> str:
@@ -56,7 +58,8 @@ def layout(ctx: Ctx, title: str, body: str, active: str = "", msg: str | None = 
 </head><body data-read-only="{'1' if ctx.read_only else '0'}">
 <header><a class="brand" href="/">nerve<span>console</span></a>
 <nav>{nav('/', 'Overview', 'overview')}{nav('/map', 'Backbone map', 'map')}
-{nav('/metrics', 'Metrics', 'metrics')}</nav>
+{nav('/metrics', 'Metrics', 'metrics')}
+{''.join(nav(f'/stories/{s}', f'{s.capitalize()} story', f'story-{s}') for s in ctx.stories())}</nav>
 <div class="cluster">{ro}<code>{h(ctx.bootstrap)}</code></div></header>
 <main>{flash}{body}</main>
 <footer>nerve {h(__version__)} · speaks only the Kafka protocol: works with any Kafka cluster
