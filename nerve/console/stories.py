@@ -96,9 +96,8 @@ class ShopProjection:
         elif topic == "support-tickets" and ev.get("id") not in self.seen:
             self.seen.add(ev["id"])
             self.ticket_count += 1
-            bug = self.bugs.get(ev.get("bug", ""), {})
             self.tickets.appendleft({"ticket": ev.get("ticket"), "customer": ev.get("customer"),
-                                     "page": bug.get("page"), "bug": ev.get("bug"), "ts": ts_ms})
+                                     "bug": ev.get("bug"), "ts": ts_ms})
 
     def snapshot(self, now_ms: int) -> dict[str, Any]:
         # The last two seconds are still filling (producer linger, fetch wait): not shown.
@@ -114,7 +113,10 @@ class ShopProjection:
                        "low": p in self.stock_low} for p in products],
             "initial_stock": INITIAL_STOCK, "low_stock": LOW_STOCK,
             "promos": {"count": self.promo_count, "recent": list(self.promos)},
-            "tickets": {"count": self.ticket_count, "recent": list(self.tickets)},
+            # The page comes from the bug report, joined here: another topic, so a ticket can
+            # be read before its report.
+            "tickets": {"count": self.ticket_count, "recent": [
+                t | {"page": self.bugs.get(t["bug"], {}).get("page")} for t in self.tickets]},
         }
 
 
