@@ -395,16 +395,19 @@ class Group:
             self._prepare_rebalance()
         # PreparingRebalance: the member now counts as joined; join() checks completion.
 
+    def _fail_waiters(self, member: MemberMetadata, code: ErrorCode) -> None:
+        """Answer the member's parked JoinGroup/SyncGroup, if any, with `code`."""
+        if member.join_waiter is not None:
+            self.outbox.append((member.join_waiter, JoinResult(code, member.member_id)))
+            member.join_waiter = None
+        if member.sync_waiter is not None:
+            self.outbox.append((member.sync_waiter, SyncResult(code)))
+            member.sync_waiter = None
+
     def _replace_static_member(self, old_id: str, new_id: str) -> MemberMetadata:
         member = self.members.pop(old_id)
         # Whoever still waits under the old id is a zombie of the same instance: fence it.
-        if member.join_waiter is not None:
-            self.outbox.append((member.join_waiter,
-                                JoinResult(ErrorCode.fenced_instance_id, old_id)))
-            member.join_waiter = None
-        if member.sync_waiter is not None:
-            self.outbox.append((member.sync_waiter, SyncResult(ErrorCode.fenced_instance_id)))
-            member.sync_waiter = None
+        self._fail_waiters(member, ErrorCode.fenced_instance_id)
         member.member_id = new_id
         self.members[new_id] = member
         if self.leader_id == old_id:
@@ -695,14 +698,7 @@ class Group:
         return member
 
     def _remove_member_and_update_group(self, member_id: str) -> None:
-        member = self.members[member_id]
-        if member.join_waiter is not None:
-            self.outbox.append((member.join_waiter,
-                                JoinResult(ErrorCode.unknown_member_id, member_id)))
-            member.join_waiter = None
-        if member.sync_waiter is not None:
-            self.outbox.append((member.sync_waiter, SyncResult(ErrorCode.unknown_member_id)))
-            member.sync_waiter = None
+        self._fail_waiters(self.members[member_id], ErrorCode.unknown_member_id)
         self._remove(member_id)
         if self.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
             self._maybe_prepare_rebalance()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nerve.config import ConfigError, validate_topic_configs
@@ -96,21 +96,33 @@ def resource_result(res: Any, outcome: Outcome) -> dict[str, Any]:
 DUPLICATE: Outcome = (ErrorCode.invalid_request, "resource named more than once in the request")
 
 
+def alter_each(
+    ctx: RequestContext, resources: Any, alter_topic: Callable[[Any], Outcome]
+) -> list[dict[str, Any]]:
+    """Per-resource results, shared with IncrementalAlterConfigs: duplicates and resources
+    other than an existing topic are refused first; `alter_topic` handles the rest."""
+    dupes = duplicate_resources(resources)
+    results = []
+    for res in resources:
+        outcome = DUPLICATE if (res.resource_type, res.resource_name) in dupes else None
+        outcome = outcome or check_resource(ctx, res) or alter_topic(res)
+        results.append(resource_result(res, outcome))
+    return results
+
+
+def _replace_topic_configs(ctx: RequestContext, res: Any, validate_only: bool) -> Outcome:
+    nulls = [c.name for c in res.configs if c.value is None]
+    if nulls:
+        return (ErrorCode.invalid_config,
+                f"null value not supported for topic configs: {', '.join(nulls)}")
+    return set_topic_overrides(ctx, res.resource_name, {c.name: c.value for c in res.configs},
+                               validate_only)
+
+
 @api(33, "AlterConfigs", 0, 2)
 async def handle_alter_configs(ctx: RequestContext, request: Any) -> Any:
-    dupes = duplicate_resources(request.resources)
-    responses = []
-    for res in request.resources:
-        outcome = DUPLICATE if (res.resource_type, res.resource_name) in dupes else None
-        outcome = outcome or check_resource(ctx, res)
-        if outcome is None:
-            nulls = [c.name for c in res.configs if c.value is None]
-            if nulls:
-                outcome = (ErrorCode.invalid_config,
-                           f"null value not supported for topic configs: {', '.join(nulls)}")
-            else:
-                outcome = set_topic_overrides(
-                    ctx, res.resource_name, {c.name: c.value for c in res.configs},
-                    request.validate_only)
-        responses.append(resource_result(res, outcome))
+    responses = alter_each(
+        ctx, request.resources,
+        lambda res: _replace_topic_configs(ctx, res, request.validate_only),
+    )
     return build(response_class(33, ctx.version), throttle_time=0, responses=responses)

@@ -17,14 +17,7 @@ from typing import Any
 
 from nerve.config import TOPIC_CONFIGS
 from nerve.handlers import RequestContext, api
-from nerve.handlers.k33_alter_configs import (
-    DUPLICATE,
-    Outcome,
-    check_resource,
-    duplicate_resources,
-    resource_result,
-    set_topic_overrides,
-)
+from nerve.handlers.k33_alter_configs import Outcome, alter_each, set_topic_overrides
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
 
@@ -71,12 +64,7 @@ def _alter_topic(ctx: RequestContext, res: Any, validate_only: bool) -> Outcome:
 
 @api(44, "IncrementalAlterConfigs", 0, 1)
 async def handle_incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
-    dupes = duplicate_resources(request.resources)
-    responses = []
-    for res in request.resources:
-        outcome = DUPLICATE if (res.resource_type, res.resource_name) in dupes else None
-        outcome = outcome or check_resource(ctx, res)
-        if outcome is None:
-            outcome = _alter_topic(ctx, res, request.validate_only)
-        responses.append(resource_result(res, outcome))
+    responses = alter_each(
+        ctx, request.resources, lambda res: _alter_topic(ctx, res, request.validate_only)
+    )
     return build(response_class(44, ctx.version), throttle_time=0, responses=responses)
