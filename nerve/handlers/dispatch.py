@@ -103,9 +103,9 @@ class Dispatcher:
         parts.insert(0, _I32.pack(size))
         return parts
 
-    def _api_versions_fallback(self, correlation_id: int) -> list[bytes | FileRegion]:
+    def _api_versions_fallback(self, correlation_id: int) -> Parts:
         from nerve.handlers.k18_api_versions import api_versions_response
 
-        body = messages.encode_response(api_versions_response(0, error_code=35))
-        head = response_header(correlation_id, flexible=False)
-        return [_I32.pack(len(head) + len(body)), head, body]
+        parts = self._encode(api_versions_response(0, error_code=35), correlation_id, False)
+        assert parts is not None
+        return parts

@@ -140,19 +140,12 @@ class KafkaConnection(asyncio.Protocol):
                         self._outbox_space.clear()
                         await self._outbox_space.wait()
                     continue
-                if result is not None and not self._closing:
-                    await self._send(result)
-                    if not self._can_write.is_set():
-                        await self._can_write.wait()
+                await self._deliver(result)
                 self.idle.set()
         except CloseConnection as e:
             self.close(str(e))
-        except (asyncio.CancelledError, ConnectionError):
-            self.close(None)
-        except Exception:
-            log.exception("closing connection %s from %s:%s after an internal error",
-                          self.connection_id, *self.peer)
-            self.close(None)
+        except (asyncio.CancelledError, Exception) as e:
+            self._close_after(e)
         finally:
             self.connections.discard(self)
 
@@ -166,26 +159,33 @@ class KafkaConnection(asyncio.Protocol):
         try:
             while self._outbox:
                 item = self._outbox[0]
-                parts = await item if isinstance(item, asyncio.Future) else item
-                if parts is not None and not self._closing:
-                    await self._send(parts)
-                    if not self._can_write.is_set():
-                        await self._can_write.wait()
+                await self._deliver(await item if isinstance(item, asyncio.Future) else item)
                 # Popped only once written: while the outbox is not empty, the worker queues
                 # behind it instead of writing, so answers never interleave.
                 self._outbox.popleft()
                 if len(self._outbox) < MAX_PENDING_RESPONSES:
                     self._outbox_space.set()
-        except (asyncio.CancelledError, ConnectionError):
-            self.close(None)
-        except Exception:
-            log.exception("closing connection %s from %s:%s after an internal error",
-                          self.connection_id, *self.peer)
-            self.close(None)
+        except (asyncio.CancelledError, Exception) as e:
+            self._close_after(e)
         finally:
             if not self._handling:
                 self.idle.set()
             self._outbox_space.set()
+
+    def _close_after(self, exc: asyncio.CancelledError | Exception) -> None:
+        """Close this connection after the worker or the sender ended with `exc`."""
+        if not isinstance(exc, asyncio.CancelledError | ConnectionError):
+            log.error("closing connection %s from %s:%s after an internal error",
+                      self.connection_id, *self.peer, exc_info=exc)
+        self.close(None)
+
+    async def _deliver(self, parts: list[bytes | FileRegion] | None) -> None:
+        """Write one answer (None: the request gets none), then respect back-pressure."""
+        if parts is None or self._closing:
+            return
+        await self._send(parts)
+        if not self._can_write.is_set():
+            await self._can_write.wait()
 
     async def _send(self, parts: list[bytes | FileRegion]) -> None:
         transport = self.transport
