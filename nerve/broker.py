@@ -183,24 +183,28 @@ class Broker:
         if self._server is None:
             return
         self._server.close()
-        if self.core is not None:
-            for hook in _DRAIN_HOOKS:
-                await hook(self.core)
-        conns = list(self._connections)
-        idle = [c.idle.wait() for c in conns]
-        if idle:
+        try:
+            if self.core is not None:
+                for hook in _DRAIN_HOOKS:
+                    await hook(self.core)
+            conns = list(self._connections)
+            idle = [c.idle.wait() for c in conns]
+            if idle:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*idle), drain_timeout_s)
+            await asyncio.gather(*(c.shutdown() for c in conns))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*idle), drain_timeout_s)
-        await asyncio.gather(*(c.shutdown() for c in conns))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
-        self._server = None
-        if self.core is not None:
-            for hook in _STOP_HOOKS:
-                await hook(self.core)
-            await self.core.logs.stop()
-        if self._stopped is not None:
-            self._stopped.set()
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+            if self.core is not None:
+                for hook in _STOP_HOOKS:
+                    await hook(self.core)
+                await self.core.logs.stop()
+        finally:
+            # Even when the final flush fails (disk gone), serve_forever() must return: the
+            # process then exits with the error instead of hanging after SIGTERM.
+            if self._stopped is not None:
+                self._stopped.set()
 
     async def serve_forever(self) -> None:
         assert self._stopped is not None

@@ -146,7 +146,12 @@ async def _serve(
     sys.stdout.flush()
     await broker.serve_forever()
     if stopping:
-        await stopping[0]
+        try:
+            await stopping[0]
+        except Exception as e:
+            # Not marked clean: the next start recovers the logs from their recovery point.
+            logging.getLogger("nerve").error("shutdown failed: %s", e, exc_info=e)
+            raise SystemExit(1) from None
     logging.getLogger("nerve").info("stopped cleanly")
 
 

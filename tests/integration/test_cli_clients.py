@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from tests.helpers import NerveProcess
 from tests.integration.test_produce_consume import create_topic, rdk_consume, rdk_produce
 
 
@@ -87,6 +89,23 @@ def test_log_append_time_topic_stamps_broker_time(nerve, unique_topic):
     ts_type, ts = msg.timestamp()
     assert ts_type == 2  # TIMESTAMP_LOG_APPEND_TIME
     assert before - 1000 <= ts <= int(time.time() * 1000) + 1000
+
+
+def test_sigterm_exits_with_an_error_when_the_final_flush_fails(tmp_path, unique_topic):
+    """The data dir vanishes under a running broker: SIGTERM must still end the process
+    (status 1, the reason logged) instead of waiting forever for a clean stop."""
+    data = tmp_path / "doomed"
+    proc = NerveProcess(data, extra_args=["--no-console"]).start()
+    try:
+        topic = unique_topic()
+        create_topic(proc.bootstrap, topic, partitions=1)
+        rdk_produce(proc.bootstrap, topic, [b"x"] * 10)
+        shutil.rmtree(data)
+        assert proc.stop(timeout=20) == 1
+        assert "shutdown failed" in proc.log_text()
+        assert "did not exit" not in proc.log_text()
+    finally:
+        proc.kill()
 
 
 def test_graceful_restart_keeps_data_without_recovery(nerve, unique_topic):
