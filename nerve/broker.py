@@ -25,6 +25,7 @@ from nerve.config import BrokerConfig
 from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
+from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import KafkaConnection
 from nerve.storage.log_manager import LogManager
 
@@ -174,8 +175,10 @@ class Broker:
         self.core = core
         dispatcher = Dispatcher(core)
         max_frame = self.config.get_int("socket.request.max.bytes")
+        buffers = ReadBufferPool()  # shared by this broker's connections (one event loop)
         self._server = await loop.create_server(
-            lambda: KafkaConnection(dispatcher, max_frame, self._connections), sock=sock
+            lambda: KafkaConnection(dispatcher, max_frame, self._connections, buffers),
+            sock=sock,
         )
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:

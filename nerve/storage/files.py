@@ -112,6 +112,17 @@ def read_all(fd: int, position: int, size: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def pread_into(fd: int, position: int, view: memoryview) -> int:
+    """preadv until `view` is full or the file ends; returns the bytes read."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], position + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
 def unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()

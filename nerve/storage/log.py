@@ -30,6 +30,7 @@ from nerve.storage.files import (
     fsync_dir,
     fsync_path,
     parse_offset,
+    pread_into,
     read_all,
     snapshot_path,
     unlink_quietly,
@@ -66,6 +67,12 @@ class FileRegion:
 
     def read_bytes(self) -> bytes:
         return read_all(self.fd, self.position, self.size)
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill `view` (exactly `size` bytes) with the region; never a short answer."""
+        got = pread_into(self.fd, self.position, view[: self.size])
+        if got < self.size:
+            raise EOFError(f"segment file ended {self.size - got} bytes before the region")
 
 
 @dataclass(frozen=True)
