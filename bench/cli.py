@@ -110,7 +110,8 @@ def run_broker(label: str, sizes: w.Sizes, nerve_src: Path) -> dict[str, Any]:
                     step(f"rdk-produce {tag}",
                          lambda t=topic, p=parts, n=n, s=size: w.rdk_produce(bs, t, p, n, s))
                     step(f"rdk-consume {tag}",
-                         lambda t=topic, p=parts, n=n, s=size: w.rdk_consume(bs, t, p, n, s))
+                         lambda t=topic, p=parts, n=n, s=size: w.rdk_consume(
+                             bs, t, p, n, s, sizes.consume_reps))
             step(f"end-to-end {sizes.e2e_rate}/s 100B",
                  lambda: w.end_to_end(bs, sizes.e2e_rate, sizes.e2e_seconds))
         out["memory"]["load_peak_rss_mb"] = sampler.peak
@@ -280,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
     a.out.mkdir(parents=True, exist_ok=True)
     doc = {"date": stamp, "mode": "quick" if a.quick else "full", "sizes": sizes.__dict__,
-           "machine": machine(), "producer_conf": w.PRODUCER_CONF, "nerve_setups": NERVE_SETUPS,
+           "machine": machine(), "producer_conf": w.PRODUCER_CONF,
+           "consumer_conf": w.CONSUMER_CONF, "nerve_setups": NERVE_SETUPS,
            "nerve_source": nerve_rev, "results": results, "rows": rows}
     json_path = a.out / f"{stamp}.json"
     json_path.write_text(json.dumps(doc, indent=1) + "\n")
