@@ -67,7 +67,14 @@ def export_rev(rev: str) -> tuple[Path, str]:
     return dest, commit
 
 
-def run_broker(label: str, sizes: w.Sizes, nerve_src: Path) -> dict[str, Any]:
+PACED = "rdk-produce 1KiB x1p paced at half Kafka's peak"
+PEAK = "rdk-produce 1KiB x1p"
+
+
+def run_broker(label: str, sizes: w.Sizes, nerve_src: Path,
+               paced: dict[str, float]) -> dict[str, Any]:
+    """Every workload on one broker. `paced["rate"]` is the paced-latency step's rate: set
+    from Kafka's own peak when Kafka runs (it runs first), else from this broker's."""
     broker = make_broker(label, nerve_src)
     out: dict[str, Any] = {"workloads": {}}
     progress(f"{label}: starting")
@@ -105,13 +112,21 @@ def run_broker(label: str, sizes: w.Sizes, nerve_src: Path) -> dict[str, Any]:
                  lambda: w.java_consumer_perf(bs, topic_box[0], sizes.java_records))
             for size, n in ((1024, sizes.rdk_records_1k), (100, sizes.rdk_records_100b)):
                 for parts in (1, 8):
-                    topic = w.new_topic(bs, parts)
+                    topics = [w.new_topic(bs, parts) for _ in range(sizes.reps)]
                     tag = f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
-                    step(f"rdk-produce {tag}",
-                         lambda t=topic, p=parts, n=n, s=size: w.rdk_produce(bs, t, p, n, s))
-                    step(f"rdk-consume {tag}",
-                         lambda t=topic, p=parts, n=n, s=size: w.rdk_consume(
-                             bs, t, p, n, s, sizes.consume_reps))
+                    # Each produce run fills its own topic; each consume run reads one back.
+                    step(f"rdk-produce {tag}", lambda ts=topics, p=parts, n=n, s=size: (
+                        w.median_run([w.rdk_produce(bs, t, p, n, s) for t in ts])))
+                    step(f"rdk-consume {tag}", lambda ts=topics, p=parts, n=n, s=size: (
+                        w.median_run([w.rdk_consume(bs, t, p, n, s) for t in ts])))
+            if label == KAFKA or "rate" not in paced:
+                paced["rate"] = round(out["workloads"][PEAK]["rec_s"] / 2)
+                paced["from"] = label  # type: ignore[assignment]
+            rate = paced["rate"]
+            progress(f"{label}: paced produce at {rate:,.0f} records/s "
+                     f"(half of {paced['from']}'s {PEAK} peak)")
+            topic = w.new_topic(bs, 1)
+            step(PACED, lambda: w.rdk_produce_at_rate(bs, topic, rate, sizes.paced_seconds, 1024))
             step(f"end-to-end {sizes.e2e_rate}/s 100B",
                  lambda: w.end_to_end(bs, sizes.e2e_rate, sizes.e2e_seconds))
         out["memory"]["load_peak_rss_mb"] = sampler.peak
@@ -258,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         nerve_src, nerve_rev = export_rev(a.nerve_rev)
         progress(f"nerve from commit {nerve_rev} ({nerve_src})")
     results: dict[str, Any] = {}
+    paced: dict[str, Any] = {}
+    # Kafka first: its peak produce rate sets the rate of every broker's paced-latency step.
+    order = sorted(labels, key=lambda lb: lb != KAFKA)
     try:
-        for label in labels:
-            results[label] = run_broker(label, sizes, nerve_src)
+        for label in order:
+            results[label] = run_broker(label, sizes, nerve_src, paced)
     finally:
         if nerve_src != ROOT:
             shutil.rmtree(nerve_src, ignore_errors=True)
@@ -282,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     doc = {"date": stamp, "mode": "quick" if a.quick else "full", "sizes": sizes.__dict__,
            "machine": machine(), "producer_conf": w.PRODUCER_CONF,
-           "consumer_conf": w.CONSUMER_CONF, "nerve_setups": NERVE_SETUPS,
+           "consumer_conf": w.CONSUMER_CONF, "paced_produce": paced, "nerve_setups": NERVE_SETUPS,
            "nerve_source": nerve_rev, "results": results, "rows": rows}
     json_path = a.out / f"{stamp}.json"
     json_path.write_text(json.dumps(doc, indent=1) + "\n")

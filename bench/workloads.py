@@ -44,20 +44,31 @@ class Sizes:
     e2e_rate: int
     e2e_seconds: float
     warmup_records: int
-    consume_reps: int
+    reps: int  # librdkafka produce/consume steps: runs per figure (the median is kept)
+    paced_seconds: float  # produce at half of Kafka's peak rate, for latency
 
     @staticmethod
     def quick() -> Sizes:
         # Each step still takes about a second: compare ratios, and expect +-30% noise.
         return Sizes(java_records=50_000, rdk_records_1k=50_000, rdk_records_100b=150_000,
                      e2e_rate=500, e2e_seconds=4,
-                     warmup_records=50_000, consume_reps=3)
+                     warmup_records=50_000, reps=3, paced_seconds=3)
 
     @staticmethod
     def full() -> Sizes:
         return Sizes(java_records=200_000, rdk_records_1k=200_000, rdk_records_100b=600_000,
                      e2e_rate=1000, e2e_seconds=15,
-                     warmup_records=100_000, consume_reps=5)
+                     warmup_records=100_000, reps=3, paced_seconds=10)
+
+
+def median_run(runs: list[Metrics], key: str = "rec_s") -> Metrics:
+    """The run with the median `key`, whole (its latencies stay with its throughput).
+
+    One librdkafka step lasts about a second on loopback, so a single run mostly measures
+    the moment (page cache after a produce burst, a JIT compile, the scheduler): +-40%
+    between runs of the same broker. The median of a few runs is what we compare.
+    """
+    return sorted(runs, key=lambda m: m[key])[len(runs) // 2]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -161,20 +172,8 @@ def rdk_produce(bootstrap: str, topic: str, partitions: int, records: int,
 
 
 def rdk_consume(bootstrap: str, topic: str, partitions: int, records: int,
-                size: int, reps: int = 1) -> Metrics:
-    """Read the topic from offset 0 `reps` times, each with a new consumer; the median run.
-
-    One read of 100 MB lasts a fraction of a second on loopback, so a single run mostly
-    measures the moment (the page cache after a produce burst, a JIT compile, a scheduler
-    hiccup: +-40% between runs of the same broker); the median of a few is what we compare.
-    """
-    rates = sorted(_rdk_consume_once(bootstrap, topic, partitions, records)
-                   for _ in range(reps))
-    rec_s = rates[len(rates) // 2]
-    return {"rec_s": rec_s, "mb_s": rec_s * size / 1e6}
-
-
-def _rdk_consume_once(bootstrap: str, topic: str, partitions: int, records: int) -> float:
+                size: int) -> Metrics:
+    """Read the topic from offset 0 with a new consumer."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, **CONSUMER_CONF})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -189,7 +188,42 @@ def _rdk_consume_once(bootstrap: str, topic: str, partitions: int, records: int)
     c.close()
     if got < records:
         raise RuntimeError(f"consumed {got}/{records}")
-    return records / elapsed
+    return {"rec_s": records / elapsed, "mb_s": records * size / elapsed / 1e6}
+
+
+def rdk_produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float,
+                        size: int) -> Metrics:
+    """Produce `rate` records/s (paced every millisecond) with the same producer settings;
+    latency = produce() -> delivery report. Unlike the unthrottled runs, the client's queue
+    stays short, so this is the broker's answer time plus linger.ms."""
+    lat: list[float] = []
+    errors: list[object] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            lat.append(msg.latency())  # type: ignore[attr-defined]
+
+    p = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
+    value = os.urandom(size)
+    total = int(rate * seconds)
+    sent = 0
+    start = time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            p.produce(topic, value, on_delivery=on_delivery)
+            sent += 1
+        p.poll(0)
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    left = p.flush(60)
+    if left or errors:
+        raise RuntimeError(f"{left} undelivered, {len(errors)} errors: {errors[:3]}")
+    # p99 first: the summary's headline for this step (the issue's latency target).
+    return {"p99_ms": percentile(lat, 99) * 1e3, "p50_ms": percentile(lat, 50) * 1e3,
+            "p999_ms": percentile(lat, 99.9) * 1e3, "achieved_rec_s": total / elapsed}
 
 
 def end_to_end(bootstrap: str, rate: int, seconds: float) -> Metrics:
