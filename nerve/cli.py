@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -98,6 +99,11 @@ def serve(
         asyncio.run(main_coro)
 
 
+def _import_console() -> None:
+    for name in ("nerve.console.app", "nerve.console.server"):
+        importlib.import_module(name)
+
+
 async def _serve(
     host: str,
     port: int,
@@ -133,17 +139,21 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
-    if console_opts is not None:
-        from nerve.console.server import start_embedded
-
-        # Before the "serving" line, so whoever waits for that line finds the console up.
-        console = await start_embedded(broker, host, *console_opts)
     click.echo(
         f"nerve {__version__}: serving Kafka protocol on {broker.host}:{broker.port}, "
         f"data dir {data_dir.resolve()}",
         err=False,
     )
     sys.stdout.flush()
+    if console_opts is not None and not stopping:
+        # Kafka clients first: the console's modules (starlette, uvicorn, confluent-kafka:
+        # ~170 ms) are imported on a worker thread while the loop already serves Kafka, and
+        # the console prints its own "nerve console on URL" line once it listens.
+        await asyncio.to_thread(_import_console)
+        from nerve.console.server import start_embedded
+
+        if not stopping:
+            console = await start_embedded(broker, host, *console_opts)
     await broker.serve_forever()
     if stopping:
         try:

@@ -23,6 +23,8 @@ from types import TracebackType
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_RUN = REPO_ROOT / "scripts" / "kafka-run"
 READY_RE = re.compile(r"serving Kafka protocol on ([\d.]+):(\d+)")
+# What `nerve serve` prints once its web console listens, or gave up on it.
+CONSOLE_RE = re.compile(r"nerve console on http|web console (?:not started|failed)")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -42,7 +44,8 @@ class NerveProcess:
     """`python -m nerve serve` as a subprocess, on 127.0.0.1.
 
     Output (stdout and stderr) is appended to `log_path`, next to the data dir. `start()` returns
-    once the broker printed its "serving Kafka protocol on HOST:PORT" line.
+    once the broker printed its "serving Kafka protocol on HOST:PORT" line (and, when it runs
+    a web console, the console's line too).
     """
 
     def __init__(
@@ -84,6 +87,9 @@ class NerveProcess:
         """It exited with an error status that no stop()/kill()/signal of ours explains."""
         rc = self.returncode
         return rc is not None and rc > 0 and not self._signalled
+
+    def console_enabled(self) -> bool:
+        return "--no-console" not in self.command()
 
     def command(self) -> list[str]:
         # Brokers under test run without the web console unless a test asks for one: many
@@ -149,7 +155,9 @@ class NerveProcess:
                 f.seek(offset)
                 out = f.read().decode(errors="replace")
             m = READY_RE.search(out)
-            if m:
+            # The console (when asked for) starts after the Kafka listener; wait for its line
+            # too, so a test finds it up.
+            if m and (not self.console_enabled() or CONSOLE_RE.search(out)):
                 self.port = int(m.group(2))
                 return
             if self.proc.poll() is not None:

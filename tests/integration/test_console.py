@@ -38,7 +38,10 @@ class Console:
 def console(nerve_factory: Callable[..., NerveProcess]) -> Iterator[Console]:
     port = free_port()
     broker = nerve_factory("--console-port", str(port), *GROUP_ARGS)
-    assert f"nerve console on http://127.0.0.1:{port}" in broker.log_text()
+    log = broker.log_text()
+    # Kafka clients are served first; the console (heavier imports) comes up just after.
+    assert log.index("serving Kafka protocol") < log.index(
+        f"nerve console on http://127.0.0.1:{port}")
     c = Console(broker.bootstrap, f"http://127.0.0.1:{port}")
     yield c
     c.http.close()
