@@ -136,18 +136,35 @@ def java_consumer_perf(bootstrap: str, topic: str, records: int) -> Metrics:
 
 
 # ------------------------------------------------------------------ confluent-kafka
+class _Deliveries:
+    """A producer's delivery reports: latency (produce() -> report) of each, and errors."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors: list[object] = []
+
+    def on_delivery(self, err: object, msg: object) -> None:
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.latencies.append(msg.latency())  # type: ignore[attr-defined]
+
+    def check(self, undelivered: int) -> None:
+        if undelivered or self.errors:
+            raise RuntimeError(f"{undelivered} undelivered, {len(self.errors)} errors: "
+                               f"{self.errors[:3]}")
+
+    def latency_ms(self) -> Metrics:
+        lat = self.latencies
+        return {"p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
+                "p999_ms": percentile(lat, 99.9) * 1e3}
+
+
 def rdk_produce(bootstrap: str, topic: str, partitions: int, records: int,
                 size: int) -> Metrics:
     """Produce as fast as librdkafka takes them; latency is produce() -> delivery report."""
-    lat: list[float] = []
-    errors: list[object] = []
-
-    def on_delivery(err: object, msg: object) -> None:
-        if err is not None:
-            errors.append(err)
-        else:
-            lat.append(msg.latency())  # type: ignore[attr-defined]
-
+    reports = _Deliveries()
+    on_delivery = reports.on_delivery
     p = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF,
                   "queue.buffering.max.messages": 200_000,
                   "queue.buffering.max.kbytes": 262_144})
@@ -162,13 +179,10 @@ def rdk_produce(bootstrap: str, topic: str, partitions: int, records: int,
                 p.poll(0.005)
         if i % 1000 == 0:
             p.poll(0)
-    left = p.flush(120)
+    reports.check(p.flush(120))
     elapsed = time.perf_counter() - t0
-    if left or errors:
-        raise RuntimeError(f"{left} undelivered, {len(errors)} errors: {errors[:3]}")
     return {"rec_s": records / elapsed, "mb_s": records * size / elapsed / 1e6,
-            "p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
-            "p999_ms": percentile(lat, 99.9) * 1e3}
+            **reports.latency_ms()}
 
 
 def rdk_consume(bootstrap: str, topic: str, partitions: int, records: int,
@@ -196,15 +210,7 @@ def rdk_produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float,
     """Produce `rate` records/s (paced every millisecond) with the same producer settings;
     latency = produce() -> delivery report. Unlike the unthrottled runs, the client's queue
     stays short, so this is the broker's answer time plus linger.ms."""
-    lat: list[float] = []
-    errors: list[object] = []
-
-    def on_delivery(err: object, msg: object) -> None:
-        if err is not None:
-            errors.append(err)
-        else:
-            lat.append(msg.latency())  # type: ignore[attr-defined]
-
+    reports = _Deliveries()
     p = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
     value = os.urandom(size)
     total = int(rate * seconds)
@@ -213,17 +219,16 @@ def rdk_produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float,
     while sent < total:
         due = min(total, int((time.perf_counter() - start) * rate) + 1)
         while sent < due:
-            p.produce(topic, value, on_delivery=on_delivery)
+            p.produce(topic, value, on_delivery=reports.on_delivery)
             sent += 1
         p.poll(0)
         time.sleep(0.001)
     elapsed = time.perf_counter() - start
-    left = p.flush(60)
-    if left or errors:
-        raise RuntimeError(f"{left} undelivered, {len(errors)} errors: {errors[:3]}")
+    reports.check(p.flush(60))
+    lat = reports.latency_ms()
     # p99 first: the summary's headline for this step (the issue's latency target).
-    return {"p99_ms": percentile(lat, 99) * 1e3, "p50_ms": percentile(lat, 50) * 1e3,
-            "p999_ms": percentile(lat, 99.9) * 1e3, "achieved_rec_s": total / elapsed}
+    return {"p99_ms": lat["p99_ms"], "p50_ms": lat["p50_ms"], "p999_ms": lat["p999_ms"],
+            "achieved_rec_s": total / elapsed}
 
 
 def end_to_end(bootstrap: str, rate: int, seconds: float) -> Metrics:
