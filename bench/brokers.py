@@ -86,9 +86,11 @@ class RssSampler:
 
 
 class NerveBroker:
-    def __init__(self, label: str, sets: dict[str, str], src: Path = ROOT) -> None:
+    def __init__(self, label: str, sets: dict[str, str], src: Path = ROOT,
+                 args: list[str] | None = None) -> None:
         self.label = label
         self.sets = sets
+        self.args = args or []  # extra `nerve serve` flags
         self.src = src  # `python -m nerve` runs from here (sys.path[0] is the cwd)
         self.tmp = Path(tempfile.mkdtemp(prefix="nerve-bench-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -101,12 +103,12 @@ class NerveBroker:
         return self.proc.pid
 
     def settings(self) -> dict[str, str]:
-        return dict(self.sets)
+        return {**self.sets, **({"flags": " ".join(self.args)} if self.args else {})}
 
     def start(self) -> None:
         port = free_port()
         args = [sys.executable, "-m", "nerve", "serve", "--host", "127.0.0.1", "--port",
-                str(port), "--data-dir", str(self.tmp / "data")]
+                str(port), "--data-dir", str(self.tmp / "data"), *self.args]
         for k, v in self.sets.items():
             args += ["--set", f"{k}={v}"]
         log = open(self.tmp / "nerve.log", "wb")  # noqa: SIM115 (handed to the child)

@@ -34,8 +34,12 @@ NERVE_SETUPS = {
     "nerve-fsync": {"acks.all.fsync": "true"},
     # Like Kafka's defaults: acks=all answered once written to the page cache.
     "nerve-nofsync": {"acks.all.fsync": "false"},
+    # The default settings on uvloop instead of asyncio's own loop (`--only` to run it).
+    "nerve-uvloop": {"acks.all.fsync": "true"},
 }
+NERVE_ARGS = {"nerve-uvloop": ["--event-loop", "uvloop"]}
 ALL = [*NERVE_SETUPS, KAFKA]
+DEFAULT = ["nerve-fsync", "nerve-nofsync", KAFKA]
 T0 = time.monotonic()
 
 
@@ -52,7 +56,7 @@ def make_broker(label: str, nerve_src: Path) -> Broker:
         return KafkaBroker(label)
     # Same group timing as the reference broker (scripts/kafka-broker sets it to 0).
     return NerveBroker(label, {**NERVE_SETUPS[label], "group.initial.rebalance.delay.ms": "0"},
-                       src=nerve_src)
+                       src=nerve_src, args=NERVE_ARGS.get(label, []))
 
 
 def export_rev(rev: str) -> tuple[Path, str]:
@@ -253,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
-    ap.add_argument("--only", default=",".join(ALL),
-                    help=f"comma-separated subset of {','.join(ALL)}")
+    ap.add_argument("--only", default=",".join(DEFAULT),
+                    help=f"comma-separated subset of {','.join(ALL)} (default: "
+                         f"{','.join(DEFAULT)})")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     ap.add_argument("--nerve-rev", default=None,
                     help="benchmark nerve as committed at this git revision (default: the "
