@@ -426,22 +426,37 @@ class PartitionLog:
         return offset
 
     def apply_retention(self, now_ms: int) -> int:
-        """Delete old non-active segments by retention.ms, then by retention.bytes (oldest
-        first, stopping at the first that may stay, as Kafka does). Returns how many."""
+        """Delete the oldest segments by retention.ms, then by retention.bytes, stopping at the
+        first that may stay (Kafka's order and predicates). Returns how many.
+
+        As in Kafka, the active segment goes too once it qualifies: an empty segment is rolled
+        first, so the log start offset moves up to the log end offset. Only topics whose
+        cleanup.policy includes `delete` have retention (a compact-only topic keeps everything
+        here, since nerve does not compact)."""
         config = self.config
+        if "delete" not in (p.strip() for p in config.get("cleanup.policy").split(",")):
+            return 0
+        retention_ms, retention_bytes = config.retention_ms, config.retention_bytes
         deleted = 0
-        retention_ms = config.retention_ms
         if retention_ms >= 0:
-            while (len(self.segments) > 1
-                   and now_ms - self.segments[0].largest_timestamp() > retention_ms):
-                self._delete_oldest()
-                deleted += 1
-        retention_bytes = config.retention_bytes
+            deleted += self._delete_oldest_while(
+                lambda seg: now_ms - seg.largest_timestamp() > retention_ms, now_ms)
         if retention_bytes >= 0:
-            while (len(self.segments) > 1
-                   and self._size - self.segments[0].size >= retention_bytes):
-                self._delete_oldest()
-                deleted += 1
+            deleted += self._delete_oldest_while(
+                lambda seg: self._size - seg.size >= retention_bytes, now_ms)
+        return deleted
+
+    def _delete_oldest_while(self, expired: Callable[[LogSegment], bool], now_ms: int) -> int:
+        deleted = 0
+        while self.segments:
+            oldest = self.segments[0]
+            is_active = len(self.segments) == 1
+            if (is_active and oldest.size == 0) or not expired(oldest):
+                break
+            if is_active:
+                self._roll(now_ms)
+            self._delete_oldest()
+            deleted += 1
         return deleted
 
     def _delete_oldest(self) -> None:

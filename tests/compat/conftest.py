@@ -75,6 +75,12 @@ def _kafka_libs_ready() -> bool:
     return (cache / f"kafka-{version}" / ".complete").is_file()
 
 
+# Both brokers sweep retention every second (Kafka's default waits 30 s, then 5 min), so a
+# retention test sees what each deletes within seconds.
+RETENTION_SWEEP = {"log.retention.check.interval.ms": "1000", "log.initial.task.delay.ms": "0"}
+NERVE_CONFIG_KEYS = {"log.retention.check.interval.ms"}  # nerve has no initial task delay
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaProcess]:
     """One Apache Kafka 4.1.1 broker for the whole session."""
@@ -84,7 +90,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaProc
         if r.returncode != 0:
             pytest.fail(f"scripts/install-test-deps jars failed:\n{r.stdout}{r.stderr}",
                         pytrace=False)
-    proc = KafkaProcess(tmp_path_factory.mktemp("kafka"))
+    proc = KafkaProcess(tmp_path_factory.mktemp("kafka"), sets=RETENTION_SWEEP)
     try:
         proc.start()
     except KafkaStartError as e:
@@ -97,7 +103,10 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaProc
 def nerve_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveProcess]:
     """One nerve for the whole session, configured like the Kafka one where they differ."""
     base = tmp_path_factory.mktemp("nerve")
-    proc = NerveProcess(base / "data", extra_args=["--set", "group.initial.rebalance.delay.ms=0"])
+    proc = NerveProcess(base / "data", extra_args=[
+        "--set", "group.initial.rebalance.delay.ms=0",
+        *[a for k, v in RETENTION_SWEEP.items() if k in NERVE_CONFIG_KEYS
+          for a in ("--set", f"{k}={v}")]])
     proc.start()
     yield proc
     proc.stop()

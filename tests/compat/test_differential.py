@@ -330,6 +330,38 @@ def test_first_sequence_of_an_unknown_producer(broker: Broker, request: pytest.F
 
 
 # ------------------------------------------------------------------ configs
+# ------------------------------------------------------------------ retention
+def test_retention_deletes_expired_records_from_the_active_segment_too(
+        broker: Broker, unique: Callable[[str], str]) -> None:
+    """Once every record is older than retention.ms, Kafka rolls an empty segment and deletes
+    the old one, active or not: earliest == latest, and producing continues at the end."""
+    topic = unique("ret")
+    create_topic(broker.bootstrap, topic, **{"retention.ms": "1500"})
+    assert produce_values(broker.bootstrap, topic, [[b"x"] * 5, [b"y"] * 5]) == list(range(10))
+    assert list_offset(broker.bootstrap, topic, -2)[1] == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and list_offset(broker.bootstrap, topic, -2)[1] != 10:
+        time.sleep(0.25)
+    earliest, latest = (list_offset(broker.bootstrap, topic, t)[1] for t in (-2, -1))
+    assert (earliest, latest) == (10, 10)
+    assert produce_values(broker.bootstrap, topic, [[b"z"]]) == [10]
+
+
+def test_retention_leaves_a_compact_only_topic_alone(broker: Broker,
+                                                    unique: Callable[[str], str]) -> None:
+    """cleanup.policy=compact: retention.ms does not apply (Kafka compacts instead, which
+    never touches the active segment; nerve does not compact at all)."""
+    topic = unique("cmp")
+    create_topic(broker.bootstrap, topic, **{"retention.ms": "500", "cleanup.policy": "compact"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for i in range(3):  # a compacted topic takes keyed records only
+        p.produce(topic, key=b"k%d" % i, value=b"x", partition=0)
+    assert p.flush(30) == 0
+    time.sleep(4)  # four retention sweeps on both brokers (RETENTION_SWEEP)
+    assert (list_offset(broker.bootstrap, topic, -2)[1],
+            list_offset(broker.bootstrap, topic, -1)[1]) == (0, 3)
+
+
 def describe_topic(bootstrap: str, topic: str) -> dict[str, tuple[str | None, int, bool]]:
     """name -> (value, source, is_default-ish) for every config of the topic."""
     resp = call(bootstrap, 32, 4, resources=[{"resource_type": 2, "resource_name": topic,

@@ -194,7 +194,7 @@ def test_retention_by_bytes(tmp_path: Path) -> None:
     log.close()
 
 
-def test_retention_by_time_keeps_active_segment(tmp_path: Path) -> None:
+def test_retention_by_time_oldest_first_then_the_active_segment_too(tmp_path: Path) -> None:
     log = make_log(tmp_path, segment_bytes="500", retention_ms="10000",
                    file_delete_delay_ms="0")
     for i in range(30):
@@ -205,8 +205,29 @@ def test_retention_by_time_keeps_active_segment(tmp_path: Path) -> None:
     expected = sum(1 for _, ts in segments[:-1] if now - ts > 10_000)
     assert log.apply_retention(now_ms=now) == expected > 0
     assert all(now - s.max_timestamp <= 10_000 for s in log.segments[:-1])
-    assert log.apply_retention(now_ms=10**12) > 0
-    assert len(log.segments) == 1 and log.log_start_offset == log.segments[0].base_offset
+    # Everything expired: like Kafka, an empty segment is rolled and the active one goes too.
+    remaining = len(log.segments)
+    assert log.apply_retention(now_ms=10**12) == remaining
+    assert [(s.base_offset, s.size) for s in log.segments] == [(30, 0)]
+    assert log.log_start_offset == log.log_end_offset == 30
+    assert log.apply_retention(now_ms=10**12) == 0  # an empty active segment stays
+    assert append(log, batch(1, size=100, ts=10**12)).base_offset == 30
+    log.close()
+    reopened = make_log(tmp_path, segment_bytes="500", retention_ms="10000")
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (30, 31)
+    reopened.close()
+
+
+@pytest.mark.parametrize("policy, deletes", [("compact", False), ("delete", True),
+                                              ("compact,delete", True)])
+def test_retention_only_with_delete_in_cleanup_policy(tmp_path: Path, policy: str,
+                                                      deletes: bool) -> None:
+    log = make_log(tmp_path, segment_bytes="300", retention_ms="10", retention_bytes="0",
+                   cleanup_policy=policy, file_delete_delay_ms="0")
+    for _ in range(5):
+        append(log, batch(1, size=150))
+    assert (log.apply_retention(now_ms=10**12) > 0) is deletes
+    assert (log.log_start_offset == 5) is deletes
     log.close()
 
 
