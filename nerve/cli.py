@@ -149,11 +149,15 @@ async def _serve(
         # Kafka clients first: the console's modules (starlette, uvicorn, confluent-kafka:
         # ~170 ms) are imported on a worker thread while the loop already serves Kafka, and
         # the console prints its own "nerve console on URL" line once it listens.
-        await asyncio.to_thread(_import_console)
-        from nerve.console.server import start_embedded
+        try:
+            await asyncio.to_thread(_import_console)
+        except ImportError as e:  # the broker matters more than its console
+            logging.getLogger("nerve.console").warning("web console not started: %s", e)
+        else:
+            from nerve.console.server import start_embedded
 
-        if not stopping:
-            console = await start_embedded(broker, host, *console_opts)
+            if not stopping:
+                console = await start_embedded(broker, host, *console_opts)
     await broker.serve_forever()
     if stopping:
         try:
