@@ -104,16 +104,14 @@ def run_broker(label: str, sizes: w.Sizes, nerve_src: Path,
             w.rdk_produce(bs, warm, 1, sizes.warmup_records, 1024)
             w.rdk_consume(bs, warm, 1, sizes.warmup_records, 1024)
             progress(f"{label}: warmed up ({sizes.warmup_records} x 1 KiB produced and read)")
-            topic_box: list[str] = []
-
-            def jpp() -> dict[str, float]:
-                metrics, topic = w.java_producer_perf(bs, sizes.java_records)
-                topic_box.append(topic)
-                return metrics
-
-            step("java-producer-perf 1KiB", jpp)
-            step("java-consumer-perf 1KiB",
-                 lambda: w.java_consumer_perf(bs, topic_box[0], sizes.java_records))
+            for size, n in ((1024, sizes.java_records), (100, 3 * sizes.java_records)):
+                for parts in (1, 8):
+                    topic = w.new_topic(bs, parts, "jpp")
+                    tag = f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
+                    step(f"java-producer-perf {tag}", lambda t=topic, n=n, s=size: (
+                        w.java_producer_perf(bs, t, n, s)))
+                    step(f"java-consumer-perf {tag}", lambda t=topic, n=n: (
+                        w.java_consumer_perf(bs, t, n)))
             for size, n in ((1024, sizes.rdk_records_1k), (100, sizes.rdk_records_100b)):
                 for parts in (1, 8):
                     topics = [w.new_topic(bs, parts) for _ in range(sizes.reps)]
