@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,15 @@ PACED = "rdk-produce 1KiB x1p paced at half Kafka's peak"
 PEAK = "rdk-produce 1KiB x1p"
 
 
+def shapes(records_1k: int, records_100b: int) -> Iterator[tuple[int, int, int, str]]:
+    """(record size, records, partitions, tag): 1 KiB and 100 B, on 1 and on 8 partitions."""
+    for size, n in ((1024, records_1k), (100, records_100b)):
+        for parts in (1, 8):
+            yield size, n, parts, f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
+
+
 def run_broker(label: str, sizes: w.Sizes, nerve_src: Path,
-               paced: dict[str, float]) -> dict[str, Any]:
+               paced: dict[str, Any]) -> dict[str, Any]:
     """Every workload on one broker. `paced["rate"]` is the paced-latency step's rate: set
     from Kafka's own peak when Kafka runs (it runs first), else from this broker's."""
     broker = make_broker(label, nerve_src)
@@ -104,26 +111,22 @@ def run_broker(label: str, sizes: w.Sizes, nerve_src: Path,
             w.rdk_produce(bs, warm, 1, sizes.warmup_records, 1024)
             w.rdk_consume(bs, warm, 1, sizes.warmup_records, 1024)
             progress(f"{label}: warmed up ({sizes.warmup_records} x 1 KiB produced and read)")
-            for size, n in ((1024, sizes.java_records), (100, 3 * sizes.java_records)):
-                for parts in (1, 8):
-                    topic = w.new_topic(bs, parts, "jpp")
-                    tag = f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
-                    step(f"java-producer-perf {tag}", lambda t=topic, n=n, s=size: (
-                        w.java_producer_perf(bs, t, n, s)))
-                    step(f"java-consumer-perf {tag}", lambda t=topic, n=n: (
-                        w.java_consumer_perf(bs, t, n)))
-            for size, n in ((1024, sizes.rdk_records_1k), (100, sizes.rdk_records_100b)):
-                for parts in (1, 8):
-                    topics = [w.new_topic(bs, parts) for _ in range(sizes.reps)]
-                    tag = f"{'1KiB' if size == 1024 else '100B'} x{parts}p"
-                    # Each produce run fills its own topic; each consume run reads one back.
-                    step(f"rdk-produce {tag}", lambda ts=topics, p=parts, n=n, s=size: (
-                        w.median_run([w.rdk_produce(bs, t, p, n, s) for t in ts])))
-                    step(f"rdk-consume {tag}", lambda ts=topics, p=parts, n=n, s=size: (
-                        w.median_run([w.rdk_consume(bs, t, p, n, s) for t in ts])))
+            for size, n, parts, tag in shapes(sizes.java_records, 3 * sizes.java_records):
+                topic = w.new_topic(bs, parts, "jpp")
+                step(f"java-producer-perf {tag}", lambda t=topic, n=n, s=size: (
+                    w.java_producer_perf(bs, t, n, s)))
+                step(f"java-consumer-perf {tag}", lambda t=topic, n=n: (
+                    w.java_consumer_perf(bs, t, n)))
+            for size, n, parts, tag in shapes(sizes.rdk_records_1k, sizes.rdk_records_100b):
+                topics = [w.new_topic(bs, parts) for _ in range(sizes.reps)]
+                # Each produce run fills its own topic; each consume run reads one back.
+                step(f"rdk-produce {tag}", lambda ts=topics, p=parts, n=n, s=size: (
+                    w.median_run([w.rdk_produce(bs, t, p, n, s) for t in ts])))
+                step(f"rdk-consume {tag}", lambda ts=topics, p=parts, n=n, s=size: (
+                    w.median_run([w.rdk_consume(bs, t, p, n, s) for t in ts])))
             if label == KAFKA or "rate" not in paced:
                 paced["rate"] = round(out["workloads"][PEAK]["rec_s"] / 2)
-                paced["from"] = label  # type: ignore[assignment]
+                paced["from"] = label
             rate = paced["rate"]
             progress(f"{label}: paced produce at {rate:,.0f} records/s "
                      f"(half of {paced['from']}'s {PEAK} peak)")
