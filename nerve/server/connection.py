@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from nerve.handlers.dispatch import CloseConnection, Dispatcher
 from nerve.protocol.framing import FrameDecoder, FramingError
-from nerve.server.buffers import ReadBufferPool
 
 if TYPE_CHECKING:
+    from nerve.server.buffers import ReadBufferPool
     from nerve.storage.log import FileRegion
 
 log = logging.getLogger("nerve.server")
@@ -50,10 +50,10 @@ class KafkaConnection(asyncio.Protocol):
         dispatcher: Dispatcher,
         max_frame_bytes: int,
         connections: set[KafkaConnection],
-        buffers: ReadBufferPool | None = None,
+        buffers: ReadBufferPool,
     ) -> None:
         self.dispatcher = dispatcher
-        self._buffers = buffers if buffers is not None else ReadBufferPool()
+        self._buffers = buffers  # the broker's, shared by its connections
         self.decoder = FrameDecoder(max_frame_bytes)
         self.connections = connections
         self.connection_id = next(_ids)
