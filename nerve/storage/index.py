@@ -7,8 +7,10 @@ their file by appends. Kafka's formats, big-endian:
 nerve's offset index stores each indexed batch's BASE offset (Kafka stores the last offset):
 a lookup then lands exactly on the batch that holds the offset more often. The time index
 stores (max timestamp so far, LAST offset of the batch that holds it), like Kafka.
-Files are loaded lazily on first lookup; an index that fails the sanity check is rebuilt
-from the log by its segment.
+A sealed segment loads its index files on first use (Kafka's lazy indexes); an index that
+fails the sanity check is rebuilt from the log by its segment. The append handle of an active
+segment's index lives in the shared `HandleCache`: opened on the first entry written, closed
+when idle.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from array import array
 from pathlib import Path
 
 from nerve.storage.files import fsync_path, write_all
+from nerve.storage.handles import CachedFile, HandleCache
 
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
@@ -32,26 +35,33 @@ class IndexCorruptError(Exception):
 class _IndexFile:
     entry: struct.Struct
 
-    def __init__(self, path: Path, base_offset: int) -> None:
-        self.path = path
+    def __init__(self, path: Path, base_offset: int, handles: HandleCache) -> None:
+        self.file = CachedFile(handles, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self.base_offset = base_offset
-        self._fd: int | None = None  # append fd while the segment is active
+        self.dirty = False  # written since the last sync
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @path.setter
+    def path(self, value: Path) -> None:
+        self.file.path = value
 
     def open_writer(self, *, truncate: bool) -> None:
-        self.close_writer()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
-        self._fd = os.open(self.path, flags, 0o644)
+        """Appends may follow; truncate=True empties (or creates) the file now."""
+        if truncate:
+            self.file.create(os.O_TRUNC)
+            self.dirty = True
 
     def close_writer(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.file.release()
 
     def _write(self, data: bytes) -> None:
-        if self._fd is None:
-            self.open_writer(truncate=False)
-        assert self._fd is not None
-        write_all(self._fd, data)
+        if data:
+            h = self.file.handle()
+            write_all(h.fd, data)
+            self.dirty = True
 
     def read_raw(self) -> bytes:
         try:
@@ -63,14 +73,20 @@ class _IndexFile:
         return data
 
     def sync(self) -> None:
-        fsync_path(self.path)
+        # Cleared first: an entry appended on the loop during the fsync keeps it dirty.
+        self.dirty = False
+        try:
+            fsync_path(self.path)
+        except OSError:
+            self.dirty = True
+            raise
 
 
 class OffsetIndex(_IndexFile):
     entry = _OFFSET_ENTRY
 
-    def __init__(self, path: Path, base_offset: int) -> None:
-        super().__init__(path, base_offset)
+    def __init__(self, path: Path, base_offset: int, handles: HandleCache) -> None:
+        super().__init__(path, base_offset, handles)
         self.relative_offsets = array("i")
         self.positions = array("i")
 
@@ -125,8 +141,8 @@ class OffsetIndex(_IndexFile):
 class TimeIndex(_IndexFile):
     entry = _TIME_ENTRY
 
-    def __init__(self, path: Path, base_offset: int) -> None:
-        super().__init__(path, base_offset)
+    def __init__(self, path: Path, base_offset: int, handles: HandleCache) -> None:
+        super().__init__(path, base_offset, handles)
         self.timestamps = array("q")
         self.relative_offsets = array("i")
 

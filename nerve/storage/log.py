@@ -36,6 +36,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_file_atomic,
 )
+from nerve.storage.handles import FileHandle, HandleCache, shared_cache
 from nerve.storage.producer_state import ProducerStateEntry, ProducerStateManager
 from nerve.storage.reaper import SegmentReaper
 from nerve.storage.segment import LogSegment
@@ -58,12 +59,14 @@ class AppendInfo:
 class FileRegion:
     """Bytes of one segment file, for zero-copy send (os.sendfile from `fd`).
 
-    The fd stays valid at least file.delete.delay.ms after the segment is deleted.
+    `handle` pins the descriptor: `fd` stays open while this region exists, even if the
+    handle cache closes the file meanwhile or the segment is deleted.
     """
 
     fd: int
     position: int
     size: int
+    handle: FileHandle | None = None
 
     def read_bytes(self) -> bytes:
         return read_all(self.fd, self.position, self.size)
@@ -94,18 +97,20 @@ class FlushToken:
     log: PartitionLog
     end_offset: int
     appended_messages: int
-    segments: list[tuple[LogSegment, int, bool]]  # (segment, size covered, sync its indexes)
+    # (segment, size covered, sync its indexes, the log's handle: pinned until fsynced)
+    segments: list[tuple[LogSegment, int, bool, FileHandle | None]]
     files: list[Path] = field(default_factory=list)
     dir_version: int = 0
     sync_dir: bool = False
 
     def run(self) -> None:
-        for seg, _, sync_indexes in self.segments:
-            try:
-                os.fsync(seg.read_fd)
-            except OSError:
-                if not seg.retired:  # a segment deleted meanwhile needs no durability
-                    raise
+        for seg, _, sync_indexes, handle in self.segments:
+            if handle is not None:
+                try:
+                    os.fsync(handle.fd)
+                except OSError:
+                    if not seg.retired:  # a segment deleted meanwhile needs no durability
+                        raise
             if sync_indexes:
                 seg.offset_index.sync()
                 seg.time_index.sync()
@@ -127,6 +132,7 @@ class PartitionLog:
         recovery_point: int | None = None,
         reaper: SegmentReaper | None = None,
         clock: Callable[[], float] = time.time,
+        handles: HandleCache | None = None,
     ) -> None:
         """Open (or create) the partition in `directory`.
 
@@ -141,6 +147,7 @@ class PartitionLog:
         self.clock = clock
         self._own_reaper = reaper is None
         self.reaper = reaper if reaper is not None else SegmentReaper(clock)
+        self.handles = handles if handles is not None else shared_cache()
         self.segments: list[LogSegment] = []
         self._bases: list[int] = []
         self.log_start_offset = 0
@@ -208,7 +215,8 @@ class PartitionLog:
         interval = self.config.index_interval_bytes
         if not bases:
             start = checkpoint or 0
-            self._add_segment(LogSegment.create(self.directory, start, interval, self._now_ms()))
+            self._add_segment(LogSegment.create(self.directory, start, interval, self._now_ms(),
+                                                self.handles))
             self._dir_version += 1
         else:
             # Unclean stop: validate every segment from the one holding the recovery point.
@@ -221,7 +229,8 @@ class PartitionLog:
                 nxt = bases[i + 1] if i + 1 < len(bases) else None
                 self._add_segment(LogSegment.open(self.directory, base, interval,
                                                   next_offset=nxt,
-                                                  recover=i >= first_to_recover))
+                                                  recover=i >= first_to_recover,
+                                                  handles=self.handles))
             self._drop_after_gap()
             self.active_segment.activate()
         self._size = sum(s.size for s in self.segments)
@@ -346,7 +355,7 @@ class PartitionLog:
     def _roll(self, now_ms: int) -> LogSegment:
         self.active_segment.seal()
         seg = LogSegment.create(self.directory, self.log_end_offset,
-                                self.config.index_interval_bytes, now_ms)
+                                self.config.index_interval_bytes, now_ms, self.handles)
         self._add_segment(seg)
         self._dir_version += 1
         return seg
@@ -377,7 +386,8 @@ class PartitionLog:
                 pos, size = found
                 if size == 0:
                     break
-                regions.append(FileRegion(seg.read_fd, pos, size))
+                h = seg.handle()
+                regions.append(FileRegion(h.fd, pos, size, h))
                 total += size
                 if pos + size < seg.size or total >= max_bytes:
                     break
@@ -488,7 +498,7 @@ class PartitionLog:
             dirty = seg.flushed_size < seg.size
             sync_indexes = seg.sealed and not seg.indexes_flushed
             if dirty or sync_indexes:
-                segments.append((seg, seg.size, sync_indexes))
+                segments.append((seg, seg.size, sync_indexes, seg.handle() if dirty else None))
             elif seg.sealed:
                 break
         files = [self.directory / LOG_START_OFFSET_FILE] if self._lso_file_dirty else []
@@ -501,7 +511,7 @@ class PartitionLog:
                           self._dir_version, sync_dir)
 
     def complete_flush(self, token: FlushToken, now_ms: int | None = None) -> None:
-        for seg, size, sync_indexes in token.segments:
+        for seg, size, sync_indexes, _ in token.segments:
             seg.flushed_size = max(seg.flushed_size, size)
             if sync_indexes:
                 seg.indexes_flushed = True
@@ -530,8 +540,9 @@ class PartitionLog:
         self.flush()
         active = self.active_segment
         active.seal()
-        active.offset_index.sync()
-        active.time_index.sync()
+        for index in (active.offset_index, active.time_index):
+            if index.dirty:
+                index.sync()
         self._write_producer_snapshot()
         for seg in self.segments:
             seg.close()
@@ -551,7 +562,8 @@ class PartitionLog:
         in-flight sends; the caller destroys them later (in a thread)."""
         for seg in self.segments:
             seg.seal()
-            seg.retired = True  # a concurrent fsync round may then find the fd closed
+            seg.file.release()  # readers under way hold their handles
+            seg.retired = True  # a concurrent fsync round may then find the file gone
         self.closed = True
         return list(self.segments)
 

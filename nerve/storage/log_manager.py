@@ -40,6 +40,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_file_atomic,
 )
+from nerve.storage.handles import HandleCache, shared_cache
 from nerve.storage.log import FlushToken, PartitionLog
 from nerve.storage.reaper import SegmentReaper
 from nerve.storage.segment import LogSegment
@@ -82,8 +83,11 @@ class LogManager:
     def __init__(
         self, data_dir: Path, broker_config: BrokerConfig, *,
         clock: Callable[[], float] = time.time,
+        handles: HandleCache | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Open segment and index files, bounded (see handles.py); process-wide by default.
+        self.handles = handles if handles is not None else shared_cache()
         self.broker_config = broker_config
         self.clock = clock
         self.topics: dict[str, TopicInfo] = {}
@@ -134,7 +138,7 @@ class LogManager:
     ) -> PartitionLog:
         plog = PartitionLog(self.data_dir / partition_dir_name(info.name, partition), info.name,
                             partition, info.config, clean=clean, recovery_point=recovery_point,
-                            reaper=self.reaper, clock=self.clock)
+                            reaper=self.reaper, clock=self.clock, handles=self.handles)
         self._logs[(info.name, partition)] = plog
         return plog
 

@@ -2,6 +2,8 @@
 
 All methods run on the event loop except `destroy` (reaper thread) and the fsyncs done by a
 flush token (any thread). Reads never decode records: they pread 61-byte batch headers.
+Files are opened through the shared `HandleCache` when used, never held for the segment's
+life; a sealed segment opened at start reads its indexes on first use (Kafka's lazy indexes).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_all,
 )
+from nerve.storage.handles import CachedFile, FileHandle, HandleCache, shared_cache
 from nerve.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 log = logging.getLogger("nerve.storage")
@@ -43,21 +46,28 @@ _MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD
 # (position within the appended buffer, base offset, last offset, max timestamp, size)
 BatchPlan = tuple[int, int, int, int, int]
 
+_READ_FLAGS = os.O_RDONLY
+_APPEND_FLAGS = os.O_RDWR | os.O_APPEND  # one descriptor appends, preads and sendfiles
+
 
 class LogSegment:
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, base_offset: int, index_interval_bytes: int,
+        handles: HandleCache | None = None,
+    ) -> None:
+        handles = handles if handles is not None else shared_cache()
         self.directory = directory
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
-        self.path = log_path(directory, base_offset)
-        self.offset_index = OffsetIndex(index_path(directory, base_offset), base_offset)
-        self.time_index = TimeIndex(time_index_path(directory, base_offset), base_offset)
-        self.read_fd = -1  # kept open for pread and sendfile until the segment is destroyed
-        self._write_fd: int | None = None  # only while active
+        self.file = CachedFile(handles, log_path(directory, base_offset), _READ_FLAGS)
+        self.offset_index = OffsetIndex(index_path(directory, base_offset), base_offset, handles)
+        self.time_index = TimeIndex(time_index_path(directory, base_offset), base_offset,
+                                    handles)
+        self._indexes_loaded = True  # False: a sealed segment whose index files are unread
         self.size = 0
         self.next_offset = base_offset
-        self.max_timestamp = -1
-        self.offset_of_max_timestamp = -1  # last offset of the first batch holding it
+        self._max_timestamp = -1
+        self._offset_of_max_timestamp = -1  # last offset of the first batch holding it
         self.rolling_timestamp = -1  # first batch's max timestamp: segment.ms basis (Kafka)
         self.created_ms = -1
         self.flushed_size = 0
@@ -66,18 +76,48 @@ class LogSegment:
         self.retired = False
         self._bytes_since_index = 0
 
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @path.setter
+    def path(self, value: Path) -> None:
+        self.file.path = value
+
+    def handle(self) -> FileHandle:
+        """The log file's open handle (see handles.py: hold it while using its fd)."""
+        return self.file.handle()
+
+    @property
+    def max_timestamp(self) -> int:
+        if not self._indexes_loaded:
+            self.load_indexes()
+        return self._max_timestamp
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        if not self._indexes_loaded:
+            self.load_indexes()
+        return self._offset_of_max_timestamp
+
     # ---- lifecycle ----
 
     @classmethod
     def create(
-        cls, directory: Path, base_offset: int, index_interval_bytes: int, now_ms: int
+        cls, directory: Path, base_offset: int, index_interval_bytes: int, now_ms: int,
+        handles: HandleCache | None = None,
     ) -> LogSegment:
-        seg = cls(directory, base_offset, index_interval_bytes)
-        seg._write_fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
-                                0o644)
-        seg.read_fd = os.open(seg.path, os.O_RDONLY)
-        seg.offset_index.open_writer(truncate=True)
-        seg.time_index.open_writer(truncate=True)
+        seg = cls(directory, base_offset, index_interval_bytes, handles)
+        seg.file.flags = _APPEND_FLAGS
+        seg.file.create(os.O_CREAT | os.O_TRUNC)
+        try:
+            seg.offset_index.open_writer(truncate=True)
+            seg.time_index.open_writer(truncate=True)
+        except OSError:
+            seg.close()
+            for path in (seg.path, seg.offset_index.path, seg.time_index.path):
+                unlink_quietly(path)
+            raise
         seg.created_ms = now_ms
         return seg
 
@@ -90,6 +130,7 @@ class LogSegment:
         *,
         next_offset: int | None,
         recover: bool = False,
+        handles: HandleCache | None = None,
     ) -> LogSegment:
         """Open an existing segment, trusting its indexes if they pass a sanity check.
 
@@ -97,65 +138,80 @@ class LogSegment:
         end is found by walking headers from its last offset index entry. recover=True
         validates every batch instead (unclean shutdown) and rebuilds the indexes.
         """
-        seg = cls(directory, base_offset, index_interval_bytes)
-        seg.read_fd = os.open(seg.path, os.O_RDONLY)
-        st = os.fstat(seg.read_fd)
+        seg = cls(directory, base_offset, index_interval_bytes, handles)
+        st = os.stat(seg.path)  # no descriptor: a sealed segment opens its files when read
         seg.size = seg.flushed_size = st.st_size
         seg.created_ms = int(st.st_mtime * 1000)
         seg.sealed = next_offset is not None
+        if next_offset is None:
+            seg.file.flags = _APPEND_FLAGS  # the last segment: activated next
         if recover:
             seg.recover()
             return seg
+        if next_offset is not None:
+            seg.next_offset = next_offset
+            seg._indexes_loaded = False
+            return seg
         try:
             seg.offset_index.load(seg.size)
-            if next_offset is None:
-                next_offset = base_offset
-                last_pos = seg.offset_index.positions[-1] if len(seg.offset_index) else 0
-                for pos, header in seg.iter_headers(last_pos):
-                    next_offset = header.next_offset
-                    seg._bytes_since_index = pos + header.size - last_pos
+            next_offset = base_offset
+            last_pos = seg.offset_index.positions[-1] if len(seg.offset_index) else 0
+            for pos, header in seg.iter_headers(last_pos):
+                next_offset = header.next_offset
+                seg._bytes_since_index = pos + header.size - last_pos
             seg.next_offset = next_offset
-            seg.time_index.load(next_offset)
-            seg.max_timestamp = seg.time_index.last_timestamp
-            seg.offset_of_max_timestamp = seg.time_index.last_offset
+            seg._load_time_index()
         except (IndexCorruptError, CorruptRecordError):
             seg.rebuild_indexes()
         if seg.size >= BATCH_HEADER_SIZE:
-            seg.rolling_timestamp = read_header(os.pread(seg.read_fd, BATCH_HEADER_SIZE, 0)) \
+            h = seg.handle()
+            seg.rolling_timestamp = read_header(os.pread(h.fd, BATCH_HEADER_SIZE, 0)) \
                 .max_timestamp
         return seg
 
+    def _load_time_index(self) -> None:
+        self.time_index.load(self.next_offset)
+        self._max_timestamp = self.time_index.last_timestamp
+        self._offset_of_max_timestamp = self.time_index.last_offset
+
+    def load_indexes(self) -> None:
+        """Read a sealed segment's index files (first use after start); rebuild on damage."""
+        self._indexes_loaded = True
+        try:
+            self.offset_index.load(self.size)
+            self._load_time_index()
+        except IndexCorruptError:
+            self.rebuild_indexes()
+
     def activate(self) -> None:
-        """Open the append fds of the last segment."""
-        self._write_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        """The last segment takes appends (its files open when first written)."""
+        if not self._indexes_loaded:
+            self.load_indexes()
+        self.file.reopen(_APPEND_FLAGS)
         self.sealed = False
-        self.offset_index.open_writer(truncate=False)
-        self.time_index.open_writer(truncate=False)
 
     def seal(self) -> None:
         """No more appends: write the final time index entry (so the segment's largest
         timestamp survives a reopen, as Kafka does on roll) and drop the append fds."""
-        if self.max_timestamp >= 0:
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        if not self.sealed and self._max_timestamp >= 0:
+            self.time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
         self.offset_index.close_writer()
         self.time_index.close_writer()
-        if self._write_fd is not None:
-            os.close(self._write_fd)
-            self._write_fd = None
+        # An open read-write handle stays cached for reads; later opens are read-only.
+        self.file.flags = _READ_FLAGS
         if not self.sealed:
             self.sealed = True
             self.indexes_flushed = False
 
     def close(self) -> None:
         self.seal()
-        if self.read_fd >= 0:
-            os.close(self.read_fd)
-            self.read_fd = -1
+        self.file.release()
 
     def retire(self) -> None:
-        """Rename the files to *.deleted (Kafka's way): readers holding the fd keep working
-        until `destroy` runs after file.delete.delay.ms."""
+        """Rename the files to *.deleted (Kafka's way) and drop the cached handle: readers
+        holding a handle keep reading the renamed (later unlinked) file."""
         self.seal()
+        self.file.release()
         self.retired = True
         for index in (self.offset_index, self.time_index):
             new = index.path.with_name(index.path.name + DELETED_SUFFIX)
@@ -167,36 +223,37 @@ class LogSegment:
         self.path = new
 
     def destroy(self) -> None:
-        """Blocking close + unlink: runs in the reaper's worker thread."""
-        fd, self.read_fd = self.read_fd, -1
-        if fd >= 0:
-            os.close(fd)
+        """Blocking unlink: runs in the reaper's worker thread (after `retire` on the loop)."""
         for path in (self.path, self.offset_index.path, self.time_index.path):
             unlink_quietly(path)
 
     # ---- append ----
 
     def append(self, records: bytes | bytearray | memoryview, plan: list[BatchPlan]) -> None:
-        assert self._write_fd is not None, "append to a sealed segment"
+        assert not self.sealed, "append to a sealed segment"
         start = self.size
+        h = self.file.handle()
         try:
-            write_all(self._write_fd, records)
+            write_all(h.fd, records)
         except OSError:
             # A short write (disk full) must not leave half a batch before the next append.
-            os.ftruncate(self._write_fd, start)
+            os.ftruncate(h.fd, start)
             raise
         interval = self.index_interval_bytes
+        max_ts_so_far, max_ts_offset = self._max_timestamp, self._offset_of_max_timestamp
+        since = self._bytes_since_index
         for pos, base, last, max_ts, size in plan:
-            if max_ts > self.max_timestamp:
-                self.max_timestamp = max_ts
-                self.offset_of_max_timestamp = last
+            if max_ts > max_ts_so_far:
+                max_ts_so_far, max_ts_offset = max_ts, last
             if self.rolling_timestamp < 0:
                 self.rolling_timestamp = max_ts
-            if self._bytes_since_index > interval:
+            if since > interval:
                 self.offset_index.append(base, start + pos)
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
-                self._bytes_since_index = 0
-            self._bytes_since_index += size
+                self.time_index.maybe_append(max_ts_so_far, max_ts_offset)
+                since = 0
+            since += size
+        self._max_timestamp, self._offset_of_max_timestamp = max_ts_so_far, max_ts_offset
+        self._bytes_since_index = since
         self.size = start + len(records)
         self.next_offset = plan[-1][2] + 1
 
@@ -209,10 +266,12 @@ class LogSegment:
         end = self.size if end is None else end
         buf = b""
         buf_start = position
+        h = self.file.handle() if position < end else None  # held while the walk goes on
         while position < end:
+            assert h is not None
             off = position - buf_start
             if off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(self.read_fd, max(min(window, end - position),
+                buf = os.pread(h.fd, max(min(window, end - position),
                                                  BATCH_HEADER_SIZE), position)
                 buf_start, off = position, 0
             header = read_header(buf, off)  # raises CorruptRecordError when torn
@@ -223,6 +282,8 @@ class LogSegment:
 
     def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
         """The batch holding `offset` (or the first one after it): index lookup + header walk."""
+        if not self._indexes_loaded:
+            self.load_indexes()
         for pos, header in self.iter_headers(self.offset_index.lookup(offset)):
             if header.last_offset >= offset:
                 return pos, header
@@ -251,7 +312,7 @@ class LogSegment:
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(base offset, max timestamp) of the first batch with max timestamp >= target."""
-        if self.max_timestamp < timestamp:
+        if self.max_timestamp < timestamp:  # loads the indexes of a sealed segment
             return None
         start = 0
         known = self.time_index.lookup_before(timestamp)
@@ -297,8 +358,9 @@ class LogSegment:
             self.offset_index.close_writer()
             self.time_index.close_writer()
             self.indexes_flushed = False
+        self._indexes_loaded = True
         self._bytes_since_index = since
-        self.max_timestamp, self.offset_of_max_timestamp = max_ts, max_ts_offset
+        self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
         self.next_offset = batches[-1][1].next_offset if batches else self.base_offset
         self.rolling_timestamp = batches[0][1].max_timestamp if batches else -1
 
@@ -314,13 +376,14 @@ class LogSegment:
     def recover(self) -> int:
         """Validate every batch (CRC included), truncate at the first bad or torn one, rebuild
         the indexes. Returns the number of bytes truncated."""
-        size = os.fstat(self.read_fd).st_size
+        h = self.file.handle()
+        size = os.fstat(h.fd).st_size
         batches: list[tuple[int, BatchHeader]] = []
         expected = self.base_offset
         pos = 0
         want = RECOVERY_CHUNK
         while pos < size:
-            buf = read_all(self.read_fd, pos, want)
+            buf = read_all(h.fd, pos, want)
             n, headers = valid_prefix(buf)
             broken = False
             for h in headers:

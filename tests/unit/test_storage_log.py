@@ -316,9 +316,11 @@ def test_missing_indexes_are_rebuilt(tmp_path: Path) -> None:
         p.write_bytes(b"garbage")
     reopened = PartitionLog(tmp_path, "t", 0,
                             config(segment_bytes="1000", index_interval_bytes="100"), clean=True)
-    assert all(len(s.offset_index) > 0 for s in reopened.segments[:-1])
+    # Sealed segments read their indexes on first use (lazily), rebuilding them then.
+    assert not any(s.offset_index.path.exists() for s in reopened.segments[:-1])
     for offset in range(0, 120, 5):
         assert read_batches(reopened, offset, 1)[0].base_offset == offset - offset % 2
+    assert all(len(s.offset_index) > 0 for s in reopened.segments[:-1])
     reopened.close()
 
 
