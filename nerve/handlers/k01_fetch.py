@@ -8,6 +8,9 @@ Behaviour:
   the limits can still be consumed.
 - Long poll: when fewer than `min_bytes` are ready, waits up to `max_wait_ms` for an append to
   any of the requested partitions.
+- A fetch that reaches a damaged place of the log (bit rot: see docs/operations.md) gets
+  CORRUPT_MESSAGE for that partition, as Kafka's does; a client can seek past it. The other
+  partitions of the request are answered normally.
 - Offsets before the log start or after the log end: OFFSET_OUT_OF_RANGE. Unknown topic or
   partition: UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID from v13, where topics are named by
   id).
@@ -27,7 +30,7 @@ from nerve.handlers import RawResponse, RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import FetchPartitionData, encode_fetch_response
 from nerve.protocol.messages import ms
-from nerve.storage.errors import OffsetOutOfRangeError
+from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError
 
 READ_COMMITTED = 1
 
@@ -76,6 +79,10 @@ def _read_all(
             except OffsetOutOfRangeError:
                 # As Kafka's FetchResponse.partitionResponse(error): watermarks are -1.
                 parts.append(_empty(p.partition, ErrorCode.offset_out_of_range))
+                errors = True
+                continue
+            except CorruptLogError:  # logged by storage, once per damaged place
+                parts.append(_empty(p.partition, ErrorCode.corrupt_message))
                 errors = True
                 continue
             parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, hw, start,

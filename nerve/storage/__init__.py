@@ -4,6 +4,7 @@ Knows bytes, offsets and timestamps, never Kafka request/response messages.
 """
 
 from nerve.storage.errors import (
+    CorruptLogError,
     DuplicateSequenceError,
     InvalidPartitionsError,
     InvalidProducerEpochError,
@@ -21,6 +22,7 @@ from nerve.storage.log_manager import LogManager, TopicInfo
 
 __all__ = [
     "AppendInfo",
+    "CorruptLogError",
     "DuplicateSequenceError",
     "FetchSlice",
     "FileRegion",

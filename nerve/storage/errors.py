@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StorageError(Exception):
     """Base of every error raised by nerve.storage."""
@@ -25,6 +27,14 @@ class InvalidTopicError(StorageError):
 
 class InvalidPartitionsError(StorageError):
     """Kafka's INVALID_PARTITIONS (37)."""
+
+
+class CorruptLogError(StorageError):
+    """A read reached a damaged place of a segment: Kafka's CORRUPT_MESSAGE (2)."""
+
+    def __init__(self, partition: str, file: str, damage: Any) -> None:
+        super().__init__(f"{partition}: damaged data in {file} at {damage.describe()}")
+        self.damage = damage  # a nerve.storage.scan.Damage
 
 
 class RecordTooLargeError(StorageError):

@@ -128,10 +128,29 @@ class OffsetIndex(_IndexFile):
         i = bisect.bisect_right(self.relative_offsets, offset - self.base_offset)
         return self.positions[i - 1] if i else 0
 
-    def lookup_position(self, position: int) -> int:
-        """The last indexed batch position <= position (else 0): a known batch boundary."""
+    def lookup_entry(self, offset: int) -> tuple[int, int]:
+        """(base offset, position) of the last indexed batch whose base offset is <= offset,
+        else (the segment's base offset, 0)."""
+        i = bisect.bisect_right(self.relative_offsets, offset - self.base_offset)
+        if not i:
+            return self.base_offset, 0
+        return self.relative_offsets[i - 1] + self.base_offset, self.positions[i - 1]
+
+    def lookup_position(self, position: int) -> tuple[int, int]:
+        """(base offset, position) of the last indexed batch at or before `position`, else
+        (the segment's base offset, 0): a known batch boundary."""
         i = bisect.bisect_right(self.positions, position)
-        return self.positions[i - 1] if i else 0
+        if not i:
+            return self.base_offset, 0
+        return self.relative_offsets[i - 1] + self.base_offset, self.positions[i - 1]
+
+    def entry_after(self, position: int) -> tuple[int, int] | None:
+        """(position, base offset) of the first entry past `position`: where a search for
+        the next good batch after damage can stop."""
+        i = bisect.bisect_right(self.positions, position)
+        if i >= len(self.positions):
+            return None
+        return self.positions[i], self.relative_offsets[i] + self.base_offset
 
     @property
     def full_bytes(self) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nerve.config import TopicConfig
 from nerve.protocol.records import BatchHeader, set_base_offset, set_log_append_time
-from nerve.storage.errors import OffsetOutOfRangeError, RecordTooLargeError
+from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError, RecordTooLargeError
 from nerve.storage.files import (
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -136,9 +136,10 @@ class PartitionLog:
     ) -> None:
         """Open (or create) the partition in `directory`.
 
-        clean=True trusts the files (the broker stopped cleanly); otherwise every segment
-        from the one holding `recovery_point` (all of them when None) is validated and
-        truncated at the first torn or corrupt batch.
+        clean=True trusts the files (the broker stopped cleanly); otherwise the data from
+        `recovery_point` on (all of it when None) is validated and truncated at the first
+        torn or corrupt batch. Below the recovery point everything was fsynced: it is
+        trusted, and damage found there is reported and stepped over, never truncated.
         """
         self.directory = Path(directory)
         self.topic = topic
@@ -219,17 +220,15 @@ class PartitionLog:
                                                 self.handles))
             self._dir_version += 1
         else:
-            # Unclean stop: validate every segment from the one holding the recovery point.
-            first_to_recover = len(bases)
-            if not clean:
-                first_to_recover = 0
-                if recovery_point is not None:
-                    first_to_recover = max(bisect.bisect_right(bases, recovery_point) - 1, 0)
+            # Unclean stop: validate from the recovery point on (Kafka validates whole
+            # segments from the one holding it, truncating fsynced data at bit rot there).
+            rp = None if clean else (recovery_point or 0)
             for i, base in enumerate(bases):
                 nxt = bases[i + 1] if i + 1 < len(bases) else None
+                trusted = rp is None or (nxt is not None and nxt <= rp)
                 self._add_segment(LogSegment.open(self.directory, base, interval,
                                                   next_offset=nxt,
-                                                  recover=i >= first_to_recover,
+                                                  recover_from=None if trusted else rp,
                                                   handles=self.handles))
             self._drop_after_gap()
             self.active_segment.activate()
@@ -381,7 +380,12 @@ class PartitionLog:
         total = 0
         while i < len(self.segments):
             seg = self.segments[i]
-            found = seg.read(offset, max_bytes - total, min_one and not regions)
+            try:
+                found = seg.read(offset, max_bytes - total, min_one and not regions)
+            except CorruptLogError:
+                if not regions:
+                    raise
+                break  # answer what comes before the damage; the next fetch gets the error
             if found is not None:
                 pos, size = found
                 if size == 0:

@@ -52,8 +52,10 @@ MAX_TOPIC_NAME_LENGTH = 249
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 # How often the flush.ms / flush.messages policy and due file deletions are checked.
 POLICY_TICK_S = 0.1
-# Kafka's log.flush.offset.checkpoint.interval.ms default.
-RECOVERY_CHECKPOINT_INTERVAL_S = 60.0
+# The recovery-point checkpoint is rewritten after fsync rounds that advanced a recovery
+# point, at most this often (Kafka writes it every log.flush.offset.checkpoint.interval.ms,
+# 60 s; sooner means less fsynced data is re-validated, and maybe cut, after a crash).
+RECOVERY_CHECKPOINT_MIN_INTERVAL_S = 1.0
 
 
 def validate_topic_name(name: str) -> None:
@@ -100,6 +102,11 @@ class LogManager:
         self._next_round: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.fsync_rounds = 0  # rounds that fsynced something (tests, metrics)
+        # The recovery-point checkpoint writer: one at a time, after fsync rounds.
+        self._checkpoint_dirty = False
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_io: asyncio.Future[None] | None = None
+        self._checkpoint_at = float("-inf")  # loop time of the last write
         self.clean_load: bool | None = None  # whether load() found the clean marker
         self._loaded = False
         self._closed = False
@@ -188,8 +195,40 @@ class LogManager:
         return ("\n".join(["0", str(len(lines)), *lines]) + "\n").encode()
 
     async def write_recovery_checkpoint(self) -> None:
-        data = self._recovery_checkpoint_bytes()  # captured on the loop
-        await asyncio.to_thread(write_file_atomic, self.data_dir / RECOVERY_POINT_FILE, data)
+        """Write the recovery points as they are now (tmp + fsync + rename + dir fsync)."""
+        self._checkpoint_dirty = True
+        if self._checkpoint_task is None:
+            self._checkpoint_task = asyncio.create_task(self._write_checkpoints(0.0))
+        await asyncio.shield(self._checkpoint_task)
+
+    def _checkpoint_soon(self) -> None:
+        """After an fsync round: rewrite the checkpoint, at most every
+        RECOVERY_CHECKPOINT_MIN_INTERVAL_S (one writer at a time)."""
+        self._checkpoint_dirty = True
+        if self._checkpoint_task is None and self._tasks:
+            self._checkpoint_task = asyncio.create_task(
+                self._write_checkpoints(RECOVERY_CHECKPOINT_MIN_INTERVAL_S),
+                name="nerve-storage-checkpoint")
+
+    async def _write_checkpoints(self, spacing: float) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._checkpoint_dirty:
+                wait = self._checkpoint_at + spacing - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._checkpoint_dirty = False
+                data = self._recovery_checkpoint_bytes()  # captured on the loop
+                self._checkpoint_io = asyncio.ensure_future(asyncio.to_thread(
+                    write_file_atomic, self.data_dir / RECOVERY_POINT_FILE, data))
+                try:
+                    await asyncio.shield(self._checkpoint_io)
+                except OSError as e:
+                    # The old checkpoint stays: recovery after a crash just validates more.
+                    log.error("writing %s failed: %s", RECOVERY_POINT_FILE, e)
+                self._checkpoint_at = loop.time()
+        finally:
+            self._checkpoint_task = None
 
     # ---- topics ----
 
@@ -321,6 +360,7 @@ class LogManager:
                         for t in tokens:
                             if not t.log.closed:
                                 t.log.complete_flush(t, now)
+                        self._checkpoint_soon()
                 except BaseException as exc:
                     if not round_done.done():
                         round_done.set_exception(exc)
@@ -340,7 +380,6 @@ class LogManager:
         self._tasks = [
             asyncio.create_task(self._policy_loop(), name="nerve-storage-flush-policy"),
             asyncio.create_task(self._retention_loop(), name="nerve-storage-retention"),
-            asyncio.create_task(self._checkpoint_loop(), name="nerve-storage-checkpoint"),
         ]
 
     async def _policy_loop(self) -> None:
@@ -372,20 +411,16 @@ class LogManager:
         now = self._now_ms()
         return sum(lg.apply_retention(now) for lg in self.all_logs())
 
-    async def _checkpoint_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RECOVERY_CHECKPOINT_INTERVAL_S)
-            try:
-                await self.write_recovery_checkpoint()
-            except OSError:
-                log.exception("writing the recovery point checkpoint failed")
-
     async def stop(self) -> None:
         """Cancel background tasks, flush everything (off the loop), close, mark clean."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+        if self._checkpoint_io is not None:  # close() writes the same file: let this finish
+            await asyncio.gather(self._checkpoint_io, return_exceptions=True)
         await self.flush(self.all_logs())
         await asyncio.to_thread(self.reaper.run_all_now)
         self.close()

@@ -4,6 +4,13 @@ All methods run on the event loop except `destroy` (reaper thread) and the fsync
 flush token (any thread). Reads never decode records: they pread 61-byte batch headers.
 Files are opened through the shared `HandleCache` when used, never held for the segment's
 life; a sealed segment opened at start reads its indexes on first use (Kafka's lazy indexes).
+
+Damage (bit rot, a bad sector) below the recovery point never truncates: walks over headers
+check their structure (magic, length, base offset continuity, see scan.py), and a place that
+fails is remembered in `damage`, logged once, and skipped; fetches that reach it raise
+CorruptLogError (Kafka's CORRUPT_MESSAGE). Batches older than this process (below
+`loaded_size`) are also CRC-checked when a fetch starts at them; everything else is left to
+the clients' check.crcs, as in Kafka.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from nerve.protocol.records import (
     BATCH_HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
-    CorruptRecordError,
     read_header,
     valid_prefix,
 )
+from nerve.storage import scan
+from nerve.storage.errors import CorruptLogError
 from nerve.storage.files import (
     DELETED_SUFFIX,
     index_path,
@@ -33,6 +41,7 @@ from nerve.storage.files import (
 )
 from nerve.storage.handles import CachedFile, FileHandle, HandleCache, shared_cache
 from nerve.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
+from nerve.storage.scan import Damage
 
 log = logging.getLogger("nerve.storage")
 
@@ -75,6 +84,9 @@ class LogSegment:
         self.sealed = False
         self.retired = False
         self._bytes_since_index = 0
+        self.damage: dict[int, Damage] = {}  # damaged places found so far, by position
+        self.loaded_size = 0  # bytes that were on disk when the segment was opened
+        self._crc_checked = -1  # position of the last batch a fetch CRC-checked
 
     @property
     def path(self) -> Path:
@@ -129,14 +141,16 @@ class LogSegment:
         index_interval_bytes: int,
         *,
         next_offset: int | None,
-        recover: bool = False,
+        recover_from: int | None = None,
         handles: HandleCache | None = None,
     ) -> LogSegment:
         """Open an existing segment, trusting its indexes if they pass a sanity check.
 
         next_offset is the following segment's base offset; None for the last segment, whose
-        end is found by walking headers from its last offset index entry. recover=True
-        validates every batch instead (unclean shutdown) and rebuilds the indexes.
+        end is found by walking headers from its last offset index entry. recover_from (an
+        unclean stop) validates every batch from that offset on (the recovery point; below
+        it the data was fsynced and is trusted), truncates at the first torn or corrupt one
+        and rebuilds the indexes.
         """
         seg = cls(directory, base_offset, index_interval_bytes, handles)
         st = os.stat(seg.path)  # no descriptor: a sealed segment opens its files when read
@@ -145,29 +159,40 @@ class LogSegment:
         seg.sealed = next_offset is not None
         if next_offset is None:
             seg.file.flags = _APPEND_FLAGS  # the last segment: activated next
-        if recover:
-            seg.recover()
-            return seg
-        if next_offset is not None:
-            seg.next_offset = next_offset
-            seg._indexes_loaded = False
-            return seg
-        try:
-            seg.offset_index.load(seg.size)
-            next_offset = base_offset
-            last_pos = seg.offset_index.positions[-1] if len(seg.offset_index) else 0
-            for pos, header in seg.iter_headers(last_pos):
-                next_offset = header.next_offset
-                seg._bytes_since_index = pos + header.size - last_pos
-            seg.next_offset = next_offset
-            seg._load_time_index()
-        except (IndexCorruptError, CorruptRecordError):
-            seg.rebuild_indexes()
-        if seg.size >= BATCH_HEADER_SIZE:
-            h = seg.handle()
-            seg.rolling_timestamp = read_header(os.pread(h.fd, BATCH_HEADER_SIZE, 0)) \
-                .max_timestamp
+        else:
+            seg.next_offset = next_offset  # also bounds damage that runs to the end
+        if recover_from is not None:
+            seg.recover(recover_from)
+        elif next_offset is not None:
+            seg._indexes_loaded = False  # read on first use
+        else:
+            seg._load_last()
+        seg.loaded_size = seg.size
         return seg
+
+    def _load_last(self) -> None:
+        """The last segment after a clean stop: its end is found from the last index entry."""
+        try:
+            self.offset_index.load(self.size)
+            next_offset, last_pos = self.offset_index.lookup_position(self.size)
+            for item in self._walk(last_pos, next_offset, known_end=False):
+                if isinstance(item, Damage):
+                    if item.next_offset < 0:  # nothing readable after it: cut it off
+                        self._truncate(item.position, "damaged tail")
+                        break
+                    next_offset = item.next_offset
+                else:
+                    pos, header = item
+                    next_offset = header.next_offset
+                    self._bytes_since_index = pos + header.size - last_pos
+            self.next_offset = next_offset
+            self._load_time_index()
+        except IndexCorruptError:
+            self.rebuild_indexes()
+        if self.size >= BATCH_HEADER_SIZE:
+            h = self.handle()
+            self.rolling_timestamp = read_header(os.pread(h.fd, BATCH_HEADER_SIZE, 0)) \
+                .max_timestamp
 
     def _load_time_index(self) -> None:
         self.time_index.load(self.next_offset)
@@ -259,52 +284,97 @@ class LogSegment:
 
     # ---- reads ----
 
+    def _walk(
+        self, position: int, expected: int, end: int | None = None, *,
+        window: int = HEADER_WINDOW, known_end: bool = True,
+    ) -> Iterator[tuple[int, BatchHeader] | Damage]:
+        """scan.walk over this segment from a batch boundary holding offset `expected`:
+        (position, header) per good batch, a Damage per damaged place (logged once)."""
+        end = self.size if end is None else end
+        if position >= end:
+            return
+        h = self.handle()  # held while the walk goes on
+        yield from scan.walk(h.fd, position, expected, end, window=window, known=self.damage,
+                             on_damage=self._report_damage,
+                             next_boundary=self.offset_index.entry_after,
+                             next_offset=self.next_offset if known_end else -1)
+
+    def _report_damage(self, damage: Damage) -> None:
+        log.error("%s: damaged data in %s at %s; fetches of those offsets answer "
+                  "CORRUPT_MESSAGE, the rest is served (`nerve log verify` lists every "
+                  "damaged place)", self.directory.name, self.path.name, damage.describe())
+
     def iter_headers(
         self, position: int, end: int | None = None, window: int = HEADER_WINDOW
     ) -> Iterator[tuple[int, BatchHeader]]:
-        """(position, header) of each batch from `position` (a batch boundary) to `end`."""
-        end = self.size if end is None else end
-        buf = b""
-        buf_start = position
-        h = self.file.handle() if position < end else None  # held while the walk goes on
-        while position < end:
-            assert h is not None
-            off = position - buf_start
-            if off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(h.fd, max(min(window, end - position),
-                                                 BATCH_HEADER_SIZE), position)
-                buf_start, off = position, 0
-            header = read_header(buf, off)  # raises CorruptRecordError when torn
-            if header.batch_length < _MIN_BATCH_LENGTH or position + header.size > end:
-                raise CorruptRecordError(f"{self.path.name}: bad batch at position {position}")
-            yield position, header
-            position += header.size
+        """(position, header) of each good batch from `position` (a batch boundary) to `end`,
+        stepping over damaged places."""
+        expected = None if position else self.base_offset
+        if expected is None:
+            h = self.handle()
+            expected = read_header(os.pread(h.fd, BATCH_HEADER_SIZE, position)).base_offset
+        for item in self._walk(position, expected, end, window=window):
+            if not isinstance(item, Damage):
+                yield item
 
-    def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
-        """The batch holding `offset` (or the first one after it): index lookup + header walk."""
+    def find_batch(
+        self, offset: int, *, strict: bool = False
+    ) -> tuple[int, BatchHeader] | None:
+        """The batch holding `offset` (or the first one after it): index lookup + header walk.
+
+        strict (fetches): raise CorruptLogError when `offset` lies in a damaged place, and
+        CRC-check the batch found if it is older than this process. Otherwise damage is
+        stepped over."""
         if not self._indexes_loaded:
             self.load_indexes()
-        for pos, header in self.iter_headers(self.offset_index.lookup(offset)):
+        start_offset, start = self.offset_index.lookup_entry(offset)
+        for item in self._walk(start, start_offset):
+            if isinstance(item, Damage):
+                if strict and (offset < item.next_offset or item.next_offset < 0):
+                    raise CorruptLogError(self.directory.name, self.path.name, item)
+                continue
+            pos, header = item
             if header.last_offset >= offset:
+                if strict and pos < self.loaded_size and pos != self._crc_checked:
+                    self._check_crc(pos, header)
                 return pos, header
         return None
 
+    def _check_crc(self, pos: int, header: BatchHeader) -> None:
+        h = self.handle()
+        if not scan.crc_ok(h.fd, pos, header):
+            damage = Damage(pos, pos + header.size, header.base_offset, header.next_offset,
+                            "CRC-32C mismatch")
+            self.damage[pos] = damage
+            self._report_damage(damage)
+            raise CorruptLogError(self.directory.name, self.path.name, damage)
+        self._crc_checked = pos
+
     def read(self, offset: int, max_bytes: int, min_one: bool) -> tuple[int, int] | None:
         """(position, size) of whole batches from the one holding `offset`, within max_bytes
-        (or exactly one batch if the first is bigger and min_one); None past the end."""
-        found = self.find_batch(offset)
+        (or exactly one batch if the first is bigger and min_one); None past the end. Never
+        reaches into a known damaged place: the next fetch starts there and gets the error."""
+        found = self.find_batch(offset, strict=True)
         if found is None:
             return None
         pos, header = found
-        if self.size - pos <= max_bytes:
-            return pos, self.size - pos
+        end = self.size
+        if self.damage:
+            end = min([d.position for d in self.damage.values() if d.position > pos] + [end])
+        if end - pos <= max_bytes:
+            return pos, end - pos
         if header.size > max_bytes:
             return pos, header.size if min_one else 0
         # Unlike Kafka (which may end a fetch mid-batch), cut at a batch boundary: start the
         # walk from the last indexed boundary before the limit so it stays short.
         limit = pos + max_bytes
-        boundary = max(self.offset_index.lookup_position(limit), pos)
-        for p, h in self.iter_headers(boundary):
+        boundary_offset, boundary = self.offset_index.lookup_position(limit)
+        if boundary <= pos:
+            boundary_offset, boundary = header.base_offset, pos
+        for item in self._walk(boundary, boundary_offset, end):
+            if isinstance(item, Damage):
+                break
+            p, h = item
             if p + h.size > limit:
                 break
             boundary = p + h.size
@@ -335,7 +405,9 @@ class LogSegment:
 
     # ---- recovery and index rebuilds ----
 
-    def _reset_from_headers(self, batches: list[tuple[int, BatchHeader]]) -> None:
+    def _reset_from_headers(
+        self, batches: list[tuple[int, BatchHeader]], next_offset: int | None = None
+    ) -> None:
         offsets: list[tuple[int, int]] = []
         times: list[tuple[int, int]] = []
         since = 0
@@ -361,29 +433,80 @@ class LogSegment:
         self._indexes_loaded = True
         self._bytes_since_index = since
         self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
-        self.next_offset = batches[-1][1].next_offset if batches else self.base_offset
+        if next_offset is None:
+            next_offset = batches[-1][1].next_offset if batches else self.base_offset
+        self.next_offset = next_offset
         self.rolling_timestamp = batches[0][1].max_timestamp if batches else -1
 
     def rebuild_indexes(self) -> None:
-        """Indexes are caches: rebuild both from the batch headers of the log."""
-        try:
-            batches = list(self.iter_headers(0, window=RECOVERY_CHUNK))
-        except CorruptRecordError:
-            self.recover()
-            return
-        self._reset_from_headers(batches)
+        """Indexes are caches: rebuild both from the batch headers of the log (trusted data:
+        damage is stepped over, except a damaged tail of the last segment, which is cut)."""
+        self.offset_index.rewrite([])  # no stale entries to bound resync searches
+        batches: list[tuple[int, BatchHeader]] = []
+        next_offset = self.next_offset if self.sealed else None  # known from the next segment
+        for item in self._walk(0, self.base_offset, window=RECOVERY_CHUNK,
+                               known_end=self.sealed):
+            if isinstance(item, Damage):
+                if item.next_offset < 0:
+                    self._truncate(item.position, "damaged tail")
+                    break
+            else:
+                batches.append(item)
+        self._reset_from_headers(batches, next_offset)
 
-    def recover(self) -> int:
-        """Validate every batch (CRC included), truncate at the first bad or torn one, rebuild
-        the indexes. Returns the number of bytes truncated."""
-        h = self.file.handle()
-        size = os.fstat(h.fd).st_size
+    def _truncate(self, position: int, why: str) -> int:
+        size = self.size
+        if size > position:
+            log.warning("%s: truncated segment %d to %d bytes, dropped %d of %d bytes (%s)",
+                        self.directory.name, self.base_offset, position, size - position, size,
+                        why)
+            os.truncate(self.path, position)
+            self.flushed_size = 0  # the truncation (and maybe the data) is not durable yet
+        self.size = position
+        for pos in [p for p in self.damage if p >= position]:
+            del self.damage[pos]
+        return size - position
+
+    def _trusted_prefix(
+        self, from_offset: int
+    ) -> tuple[list[tuple[int, BatchHeader]], int, int]:
+        """Headers of the batches below `from_offset` (fsynced: damage there is stepped over,
+        never truncated), and the (position, offset) where validation starts."""
+        batches: list[tuple[int, BatchHeader]] = []
+        # Damage is reported only when kept: a torn tail is cut by the validation instead.
+        h = self.handle()
+        for item in scan.walk(h.fd, 0, self.base_offset, self.size,
+                              window=RECOVERY_CHUNK, next_boundary=self.offset_index.entry_after,
+                              next_offset=self.next_offset if self.sealed else -1):
+            if isinstance(item, Damage):
+                if item.next_offset < 0:  # nothing good after it: validate (cut) from there
+                    return batches, item.position, item.first_offset
+                self.damage[item.position] = item
+                self._report_damage(item)
+                if item.next_offset > from_offset:
+                    return batches, item.end, item.next_offset
+                continue
+            pos, h = item
+            if h.base_offset >= from_offset:
+                return batches, pos, h.base_offset
+            batches.append(item)
+        end = batches[-1][0] + batches[-1][1].size if batches else 0
+        return batches, end, batches[-1][1].next_offset if batches else self.base_offset
+
+    def recover(self, from_offset: int | None = None) -> int:
+        """Validate every batch from `from_offset` (default: the start) on, CRC included,
+        truncate at the first bad or torn one, rebuild the indexes. Returns the number of
+        bytes truncated."""
+        fh = self.file.handle()
+        size = self.size = os.fstat(fh.fd).st_size
         batches: list[tuple[int, BatchHeader]] = []
         expected = self.base_offset
         pos = 0
+        if from_offset is not None and from_offset > self.base_offset:
+            batches, pos, expected = self._trusted_prefix(from_offset)
         want = RECOVERY_CHUNK
         while pos < size:
-            buf = read_all(h.fd, pos, want)
+            buf = read_all(fh.fd, pos, want)
             n, headers = valid_prefix(buf)
             broken = False
             for h in headers:
@@ -407,13 +530,8 @@ class LogSegment:
             elif pos + rest < size:
                 continue  # fewer than 12 bytes left in this chunk, more in the file
             break  # a torn or corrupt batch
-        truncated = size - pos
-        if truncated:
-            log.warning("%s: truncated segment %d to %d bytes, dropped %d of %d bytes "
-                        "(torn or corrupt batch)", self.directory.name, self.base_offset, pos,
-                        truncated, size)
-            os.truncate(self.path, pos)
-        self.size = pos
-        self.flushed_size = 0  # the truncation (and maybe the data) is not durable yet
-        self._reset_from_headers(batches)
+        truncated = self._truncate(pos, "torn or corrupt batch")
+        self.flushed_size = 0
+        # `expected` also covers damage that runs to the end of a sealed segment.
+        self._reset_from_headers(batches, expected)
         return truncated

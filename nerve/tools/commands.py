@@ -435,4 +435,42 @@ def console(bootstrap: str, timeout: float, host: str, port: int, read_only: boo
     run_standalone(cluster, host, port, read_only)
 
 
-COMMANDS = [topics, produce, consume, groups, console]
+# ---- nerve log dump|verify (nerve/tools/logtool.py): files of a stopped broker, no network
+
+
+@click.group("log")
+def log_() -> None:
+    """Look into segment files (like kafka-dump-log), check a data dir."""
+
+
+@log_.command("dump")
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--print-data-log", is_flag=True,
+              help="Also print each record: offset, timestamp, key, payload, header keys.")
+@_tool_errors
+def log_dump(paths: tuple[Path, ...], print_data_log: bool) -> None:
+    """Print the batches of .log files (and the entries of .index/.timeindex files)."""
+    from nerve.tools.logtool import dump
+
+    for path in paths:
+        dump(path, print_data_log, click.echo)
+
+
+@log_.command("verify")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A stopped broker's data dir.")
+@_tool_errors
+def log_verify(data_dir: Path) -> None:
+    """Check every segment's batches (CRC-32C included) and indexes; exit 1 on damage."""
+    from nerve.tools.logtool import verify
+
+    result = verify(data_dir, click.echo)
+    state = f"{result.problems} problem(s)" if result.problems else "no damage"
+    click.echo(f"checked {result.partitions} partition(s), {result.segments} segment(s), "
+               f"{result.batches} batch(es): {state}", err=bool(result.problems))
+    if result.problems:
+        sys.exit(1)
+
+
+COMMANDS = [topics, produce, consume, groups, console, log_]

@@ -1,0 +1,194 @@
+"""Bit rot below the recovery point: reported, contained, never a reason to delete later data.
+
+Real faults on a real `nerve serve`: bytes of stored segments are overwritten while the broker
+is stopped (cleanly or by SIGKILL), then real consumers read across the damage.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
+from kafka.errors import CorruptRecordError
+
+from nerve.protocol.records import BatchHeader, iter_batches
+from nerve.storage.files import RECOVERY_POINT_FILE
+from tests.helpers import REPO_ROOT
+from tests.integration.test_produce_consume import create_topic
+
+RECORDS = 10_000
+SEGMENT_BYTES = "20000"
+
+
+def produce(bootstrap: str, topic: str, n: int = RECORDS) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.num.messages": 10})
+    acked: list[int] = []
+    for i in range(n):
+        p.produce(topic, value=f"value-{i:06d}".encode(),
+                  on_delivery=lambda err, msg: err is None and acked.append(msg.offset()))
+        if i % 200 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    assert len(acked) == n
+
+
+def wait_recovery_point(data_dir: Path, topic: str, offset: int, timeout: float = 15) -> None:
+    """Until the broker's recovery-point-offset-checkpoint says `topic` 0 is durable to offset."""
+    path = data_dir / RECOVERY_POINT_FILE
+    want = f"{topic} 0 {offset}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and want in path.read_text().splitlines():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{path} never said {want!r}: "
+                f"{path.read_text() if path.exists() else 'missing'}")
+
+
+def batches(path: Path) -> list[tuple[int, BatchHeader]]:
+    return list(iter_batches(path.read_bytes()))
+
+
+def overwrite(path: Path, position: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(position)
+        f.write(data)
+
+
+def damage_segments(part_dir: Path) -> list[tuple[Path, int, BatchHeader]]:
+    """Two damaged places below the recovery point: 32 random bytes over a batch header in
+    the oldest segment (its structure is gone) and over the records of a batch in the fourth
+    (only its CRC can tell). Returns (file, position, original header) of each."""
+    segs = sorted(part_dir.glob("*.log"))
+    assert len(segs) >= 10, segs
+    rng = random.Random(11)
+    out = []
+    for seg, into in ((segs[0], 8), (segs[3], 70)):
+        found = batches(seg)
+        pos, header = found[len(found) // 2]
+        overwrite(seg, pos + into, rng.randbytes(32))
+        out.append((seg, pos, header))
+    return out
+
+
+def read_all_seeking_past(bootstrap: str, topic: str, timeout: float = 60
+                          ) -> tuple[dict[int, bytes], list[int]]:
+    """kafka-python from offset 0 to the end; on CorruptRecordError seek one offset on.
+    Returns {offset: value} and the offsets where the error came."""
+    tp = KTopicPartition(topic, 0)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                      check_crcs=True, fetch_max_wait_ms=100)
+    got: dict[int, bytes] = {}
+    errors: list[int] = []
+    try:
+        c.assign([tp])
+        c.seek(tp, 0)
+        deadline = time.monotonic() + timeout
+        while c.position(tp) < RECORDS:
+            assert time.monotonic() < deadline, (
+                f"stuck at offset {c.position(tp)} after {len(got)} records, errors {errors}")
+            try:
+                for records in c.poll(timeout_ms=500).values():
+                    for r in records:
+                        got[r.offset] = r.value
+            except CorruptRecordError:
+                at = c.position(tp)
+                errors.append(at)
+                c.seek(tp, at + 1)
+    finally:
+        c.close()
+    return got, errors
+
+
+def nerve_log(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nerve", "log", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stop", ["clean", "sigkill"])
+def test_bit_rot_below_recovery_point_is_contained(nerve_factory, unique_topic, tmp_path, stop):
+    data_dir = tmp_path / "data"
+    broker = nerve_factory("--set", f"log.segment.bytes={SEGMENT_BYTES}", data_dir=data_dir)
+    topic = unique_topic()
+    create_topic(broker.bootstrap, topic)
+    produce(broker.bootstrap, topic)
+    part_dir = data_dir / f"{topic}-0"
+    if stop == "sigkill":
+        wait_recovery_point(data_dir, topic, RECORDS)  # every fsync lands in the checkpoint
+        broker.kill()
+        # And a torn batch past the recovery point, as a crash mid-append leaves it.
+        last = sorted(part_dir.glob("*.log"))[-1]
+        _, tail = batches(last)[-1]
+        with open(last, "ab") as f:
+            f.write((RECORDS).to_bytes(8, "big") + (tail.size - 12).to_bytes(4, "big")
+                    + b"\x00" * 40)
+    else:
+        broker.stop()
+    damaged = damage_segments(part_dir)
+    lost = {o for _, _, h in damaged for o in range(h.base_offset, h.next_offset)}
+    sizes = {p.name: p.stat().st_size for p in part_dir.glob("*.log")}
+
+    broker.start()
+    got, errors = read_all_seeking_past(broker.bootstrap, topic)
+    # Everything but the two damaged batches, byte for byte.
+    assert set(range(RECORDS)) - set(got) == lost
+    assert all(got[o] == f"value-{o:06d}".encode() for o in got)
+    assert errors and all(o in lost for o in errors)
+    # librdkafka (check.crcs off) sees the broker's CORRUPT_MESSAGE at the damaged batch.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g",
+                  "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, 0, damaged[0][2].base_offset)])
+        deadline = time.monotonic() + 20
+        code = None
+        while code is None and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None:
+                code = m.error().code() if m.error() else "record"
+        assert code == KafkaError.INVALID_MSG  # error 2, CORRUPT_MESSAGE
+    finally:
+        c.close()
+    log = broker.log_text()
+    for seg, pos, _ in damaged:
+        lines = [ln for ln in log.splitlines()
+                 if f"damaged data in {seg.name} at position {pos}:" in ln]
+        assert len(lines) == 1, log  # one line per damaged place
+    assert "Traceback" not in log
+    assert "segment(s) from offset" not in log  # no segment dropped
+    if stop == "sigkill":
+        assert "torn or corrupt batch" in log  # the torn tail past the recovery point went
+    broker.stop()
+    after = {p.name: p.stat().st_size for p in part_dir.glob("*.log")}
+    if stop == "sigkill":
+        last = max(after)
+        assert after[last] < sizes[last]
+        del after[last], sizes[last]
+    assert after == sizes  # no segment lost, none cut
+
+    r = nerve_log("verify", "--data-dir", str(data_dir))
+    assert r.returncode == 1, r.stdout + r.stderr
+    problems = r.stdout.splitlines()
+    for seg, pos, _ in damaged:
+        assert any(ln.startswith(f"{topic}-0 {seg.name} position {pos}:") for ln in problems), \
+            problems
+    assert len(problems) == 2, problems
+
+
+def test_verify_clean_data_dir_exits_0(nerve_factory, unique_topic, tmp_path):
+    data_dir = tmp_path / "data"
+    broker = nerve_factory("--set", f"log.segment.bytes={SEGMENT_BYTES}", data_dir=data_dir)
+    topic = unique_topic()
+    create_topic(broker.bootstrap, topic, partitions=2)
+    produce(broker.bootstrap, topic, 3000)
+    broker.stop()
+    r = nerve_log("verify", "--data-dir", str(data_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("checked 2 partition(s)"), r.stdout
