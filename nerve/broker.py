@@ -27,6 +27,7 @@ from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
 from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import KafkaConnection
+from nerve.storage.lock import DataDirLock
 from nerve.storage.log_manager import LogManager
 
 log = logging.getLogger("nerve")
@@ -90,15 +91,18 @@ class BrokerCore:
         *,
         advertised_host: str,
         advertised_port: int,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config
         self.node_id = config.get_int("node.id")
         self.advertised_host = advertised_host
         self.advertised_port = advertised_port
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # One owner per data dir, before anything in it is read (DataDirLockedError if
+        # another broker has it). Released by the caller after logs.stop().
+        self.lock = lock if lock is not None else DataDirLock.acquire(data_dir)
         self.cluster_id = _load_meta(data_dir, self.node_id)
-        self.logs = LogManager(data_dir, config)
+        self.logs = LogManager(data_dir, config, lock=self.lock)
         self.producer_ids = ProducerIdManager(data_dir / "producer-id-block")
         self.waiters = PartitionWaiters()
         self.started_at_ms = time.time_ns() // 1_000_000
@@ -152,8 +156,14 @@ class Broker:
     async def start(self) -> None:
         self._stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Bind first, so that port 0 resolves to the port clients are then told about.
-        sock = socket.create_server((self.host, self.port), reuse_port=False)
+        # The data dir first (a second broker is refused before it binds or reads anything),
+        # then the socket, so that port 0 resolves to the port clients are then told about.
+        lock = DataDirLock.acquire(self.data_dir)
+        try:
+            sock = socket.create_server((self.host, self.port), reuse_port=False)
+        except BaseException:
+            lock.release()
+            raise
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         # Handler modules register the start hooks of the subsystems they use (groups, ...).
@@ -164,6 +174,7 @@ class Broker:
                 self.config,
                 advertised_host=self.advertised_host or self.host,
                 advertised_port=self.port,
+                lock=lock,
             )
             core.load()
             await core.logs.start()
@@ -171,6 +182,7 @@ class Broker:
                 await hook(core)
         except BaseException:
             sock.close()
+            lock.release()
             raise
         self.core = core
         dispatcher = Dispatcher(core)
@@ -204,6 +216,8 @@ class Broker:
                     await hook(self.core)
                 await self.core.logs.stop()
         finally:
+            if self.core is not None:
+                self.core.lock.release()
             # Even when the final flush fails (disk gone), serve_forever() must return: the
             # process then exits with the error instead of hanging after SIGTERM.
             if self._stopped is not None:

@@ -14,6 +14,7 @@ import click
 
 from nerve import __version__
 from nerve.config import BrokerConfig, ConfigError
+from nerve.storage.errors import DataDirLockedError
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
@@ -89,14 +90,20 @@ def serve(
         raise click.ClickException(str(e)) from None
     console = None if no_console else (console_port, console_read_only)
     main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console)
-    if event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise click.ClickException("--event-loop uvloop: pip install uvloop") from None
-        uvloop.run(main_coro)
-    else:
-        asyncio.run(main_coro)
+    try:
+        if event_loop == "uvloop":
+            try:
+                import uvloop
+            except ImportError:
+                main_coro.close()
+                raise click.ClickException("--event-loop uvloop: pip install uvloop") from None
+            uvloop.run(main_coro)
+        else:
+            asyncio.run(main_coro)
+    except DataDirLockedError as e:
+        # A second broker on a live data dir: one line, exit 2, nothing touched.
+        click.echo(f"nerve: {e}", err=True)
+        sys.exit(2)
 
 
 def _import_console() -> None:

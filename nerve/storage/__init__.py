@@ -5,6 +5,7 @@ Knows bytes, offsets and timestamps, never Kafka request/response messages.
 
 from nerve.storage.errors import (
     CorruptLogError,
+    DataDirLockedError,
     DuplicateSequenceError,
     InvalidPartitionsError,
     InvalidProducerEpochError,
@@ -23,6 +24,7 @@ from nerve.storage.log_manager import LogManager, TopicInfo
 __all__ = [
     "AppendInfo",
     "CorruptLogError",
+    "DataDirLockedError",
     "DuplicateSequenceError",
     "FetchSlice",
     "FileRegion",

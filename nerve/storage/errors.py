@@ -9,6 +9,10 @@ class StorageError(Exception):
     """Base of every error raised by nerve.storage."""
 
 
+class DataDirLockedError(StorageError):
+    """Another process holds the data dir's lock (a second broker on the same directory)."""
+
+
 class OffsetOutOfRangeError(StorageError):
     """Kafka's OFFSET_OUT_OF_RANGE (1)."""
 

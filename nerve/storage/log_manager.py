@@ -6,6 +6,7 @@ Layout of data_dir:
   <topic>-<partition>/               one PartitionLog each (segments, indexes, snapshots)
   recovery-point-offset-checkpoint   Kafka's format; bounds recovery after an unclean stop
   .nerve_clean_shutdown              written by a clean stop, removed at load
+  .lock                              flock held by the owner (lock.py), with its pid
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from nerve.storage.files import (
     write_file_atomic,
 )
 from nerve.storage.handles import HandleCache, shared_cache
+from nerve.storage.lock import DataDirLock
 from nerve.storage.log import FlushToken, PartitionLog
 from nerve.storage.reaper import SegmentReaper
 from nerve.storage.segment import LogSegment
@@ -86,8 +88,13 @@ class LogManager:
         self, data_dir: Path, broker_config: BrokerConfig, *,
         clock: Callable[[], float] = time.time,
         handles: HandleCache | None = None,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # The data dir's owner lock: the broker passes the one it took before reading
+        # anything; otherwise load() takes it (and close() releases it).
+        self.lock = lock
+        self._own_lock = lock is None
         # Open segment and index files, bounded (see handles.py); process-wide by default.
         self.handles = handles if handles is not None else shared_cache()
         self.broker_config = broker_config
@@ -117,7 +124,8 @@ class LogManager:
     # ---- load ----
 
     def load(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.lock is None:
+            self.lock = DataDirLock.acquire(self.data_dir)
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         if clean:
@@ -433,8 +441,12 @@ class LogManager:
             plog.close()
         write_file_atomic(self.data_dir / RECOVERY_POINT_FILE, self._recovery_checkpoint_bytes())
         self.reaper.run_all_now()
-        write_file_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+        # Only the owner may say the directory is consistent (never a second broker).
+        if self.lock is not None and self.lock.held:
+            write_file_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
         self._closed = True
+        if self._own_lock and self.lock is not None:
+            self.lock.release()
 
     def remove_clean_marker(self) -> None:
         """For tests that simulate a crash after a clean stop."""

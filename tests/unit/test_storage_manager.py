@@ -15,6 +15,7 @@ import pytest
 from nerve.config import BrokerConfig, ConfigError
 from nerve.protocol.records import build_batch, iter_batches
 from nerve.storage import (
+    DataDirLockedError,
     InvalidPartitionsError,
     InvalidTopicError,
     LogManager,
@@ -210,6 +211,8 @@ async def test_unclean_restart_recovers_through_manager(tmp_path: Path) -> None:
     # Simulate a crash: no stop(), a torn tail, no clean marker.
     with open(path, "ab") as f:
         f.write(b"\x00" * 30)
+    assert m.lock is not None
+    m.lock.release()  # the process died: the kernel drops its lock
     m2 = manager(tmp_path)
     assert m2.clean_load is False
     log2 = m2.get_log("t", 0)
@@ -220,3 +223,12 @@ async def test_unclean_restart_recovers_through_manager(tmp_path: Path) -> None:
     m3 = manager(tmp_path)
     assert m3.clean_load is True and m3.get_log("t", 0).log_end_offset == 7  # type: ignore
     m3.close()
+
+
+def test_second_manager_on_a_locked_dir_is_refused(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    with pytest.raises(DataDirLockedError, match=f"pid {os.getpid()}"):
+        manager(tmp_path)
+    m.close()
+    assert (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+    manager(tmp_path).close()  # released by close()
