@@ -131,18 +131,19 @@ def walk(
     on_damage: Callable[[Damage], None] | None = None,
     next_boundary: NextBoundary | None = None,
     next_offset: int = -1,
+    pin: object = None,
 ) -> Iterator[tuple[int, BatchHeader] | Damage]:
     """(position, header) of each well-formed batch from `position` (a batch boundary holding
     offset `expected`) to `end`, and a Damage wherever the structure breaks.
 
     Headers only, no CRC. `known` caches damaged places by position (new ones are added and
     passed to on_damage); next_offset is the file's next offset when known (the offset after
-    damage that runs to the end).
+    damage that runs to the end). `pin` (the fd's FileHandle) is held while the walk lasts.
     """
     buf = b""
     buf_start = position
     while position < end:
-        damage = known.get(position) if known is not None else None
+        damage = known.get(position) if known else None
         if damage is None:
             off = position - buf_start
             if off + BATCH_HEADER_SIZE > len(buf):
@@ -151,12 +152,17 @@ def walk(
             problem = "file ends inside a batch header"
             if off + BATCH_HEADER_SIZE <= len(buf):
                 h = read_header(buf, off)
-                problem = header_problem(h, position, end, expected)
-                if problem is None:
+                # header_problem() inlined for the common case (this runs on every fetch).
+                size = h.batch_length + LOG_OVERHEAD
+                if (h.magic == 2 and h.batch_length >= MIN_BATCH_LENGTH
+                        and position + size <= end and h.last_offset_delta >= 0
+                        and h.records_count >= 0 and h.base_offset == expected):
                     yield position, h
-                    position += h.size
-                    expected = h.next_offset
+                    position += size
+                    expected = h.base_offset + h.last_offset_delta + 1
                     continue
+                problem = header_problem(h, position, end, expected)
+                assert problem is not None
             q, good = resync(fd, position, end, expected, next_boundary)
             damage = Damage(position, q, expected,
                             good.base_offset if good is not None else next_offset, problem)

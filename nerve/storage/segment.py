@@ -292,12 +292,12 @@ class LogSegment:
         (position, header) per good batch, a Damage per damaged place (logged once)."""
         end = self.size if end is None else end
         if position >= end:
-            return
-        h = self.handle()  # held while the walk goes on
-        yield from scan.walk(h.fd, position, expected, end, window=window, known=self.damage,
-                             on_damage=self._report_damage,
-                             next_boundary=self.offset_index.entry_after,
-                             next_offset=self.next_offset if known_end else -1)
+            return iter(())
+        h = self.handle()
+        return scan.walk(h.fd, position, expected, end, window=window, known=self.damage,
+                         on_damage=self._report_damage,
+                         next_boundary=self.offset_index.entry_after,
+                         next_offset=self.next_offset if known_end else -1, pin=h)
 
     def _report_damage(self, damage: Damage) -> None:
         log.error("%s: damaged data in %s at %s; fetches of those offsets answer "
