@@ -65,12 +65,14 @@ def dump(path: Path, print_data_log: bool, out: Callable[[str], None]) -> None:
     out(f"Dumping {path}")
     if name.endswith(LOG_SUFFIX):
         _dump_log(path, base, print_data_log, out)
-    elif name.endswith(TIME_INDEX_SUFFIX):
-        for ts, rel in _entries(path, _TIME_ENTRY):
-            out(f"timestamp: {ts} offset: {base + rel}")
-    elif name.endswith(INDEX_SUFFIX):
-        for rel, pos in _entries(path, _OFFSET_ENTRY):
-            out(f"offset: {base + rel} position: {pos}")
+    elif name.endswith((TIME_INDEX_SUFFIX, INDEX_SUFFIX)):
+        time_index = name.endswith(TIME_INDEX_SUFFIX)
+        entries = list(_entries(path, _TIME_ENTRY if time_index else _OFFSET_ENTRY))
+        if not entries:
+            out(f"{path} is empty.")
+        for a, b in entries:
+            out(f"timestamp: {a} offset: {base + b}" if time_index
+                else f"offset: {base + a} position: {b}")
     else:
         raise ToolError(f"{path}: not a .log, .index or .timeindex file")
 
