@@ -451,9 +451,12 @@ def log_() -> None:
 @_tool_errors
 def log_dump(paths: tuple[Path, ...], print_data_log: bool) -> None:
     """Print the batches of .log files (and the entries of .index/.timeindex files)."""
-    from nerve.tools.logtool import dump
+    from nerve.tools.logtool import broker_running, dump
 
     for path in paths:
+        if broker_running(path.resolve().parent.parent):
+            click.echo(f"warning: a broker is running on {path.resolve().parent.parent}: "
+                       f"{path.name} may change while it is read", err=True)
         dump(path, print_data_log, click.echo)
 
 
@@ -462,10 +465,17 @@ def log_dump(paths: tuple[Path, ...], print_data_log: bool) -> None:
               help="A stopped broker's data dir.")
 @_tool_errors
 def log_verify(data_dir: Path) -> None:
-    """Check every segment's batches (CRC-32C included) and indexes; exit 1 on damage."""
+    """Check every segment's batches (CRC-32C included) and indexes; exit 1 on damage.
+
+    Refuses (exit 2) a data dir a running broker holds."""
+    from nerve.storage.errors import DataDirLockedError
     from nerve.tools.logtool import verify
 
-    result = verify(data_dir, click.echo)
+    try:
+        result = verify(data_dir, click.echo)
+    except DataDirLockedError as e:
+        click.echo(f"Error: {e}; stop the broker first", err=True)
+        sys.exit(2)
     state = f"{result.problems} problem(s)" if result.problems else "no damage"
     click.echo(f"checked {result.partitions} partition(s), {result.segments} segment(s), "
                f"{result.batches} batch(es): {state}", err=bool(result.problems))

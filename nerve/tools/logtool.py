@@ -9,8 +9,9 @@ and the dump goes on at the next good batch.
 structure, CRC-32C, offset continuity within and across segments, and both indexes against
 the log. One line per problem (partition, file, position, what), exit 1 when there is any.
 
-Both read files only; they never write. They refuse a data dir whose `.lock` is held by a
-running broker (the lock is flock(2)ed by `nerve serve` while it runs).
+Both only read segment files. `verify` takes the data dir's lock (nerve/storage/lock.py) for
+as long as it runs, so it refuses a running broker's data dir and no broker starts under it;
+`dump` of a running broker's file works (as kafka-dump-log does) with a warning.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from nerve.storage.files import (
     read_all,
     time_index_path,
 )
+from nerve.storage.lock import LOCK_FILE, DataDirLock
 from nerve.tools.base import ToolError
 
-LOCK_FILE = ".lock"
 _DELETE_HORIZON_MASK = 0x40
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
@@ -214,24 +215,19 @@ class VerifyResult:
     problems: int = 0
 
 
-def check_not_running(data_dir: Path) -> None:
-    """Refuse a data dir whose lock a running broker holds."""
-    lock = data_dir / LOCK_FILE
+def broker_running(data_dir: Path) -> bool:
+    """Whether a broker holds the data dir's lock (checked without taking it)."""
     try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ToolError(f"{lock}: {e.strerror}") from None
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ToolError(f"{data_dir} is in use by a running broker (its {LOCK_FILE} is "
-                            "locked); stop it first") from None
-        raise
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
     finally:
-        os.close(fd)
+        os.close(fd)  # drops our shared lock, if we got it
+    return False
 
 
 def partition_dirs(data_dir: Path) -> list[Path]:
@@ -249,7 +245,14 @@ def partition_dirs(data_dir: Path) -> list[Path]:
 def verify(data_dir: Path, out: Callable[[str], None]) -> VerifyResult:
     if not data_dir.is_dir():
         raise ToolError(f"{data_dir}: no such directory")
-    check_not_running(data_dir)
+    lock = DataDirLock.acquire(data_dir)  # DataDirLockedError: a broker runs on it
+    try:
+        return _verify_all(data_dir, out)
+    finally:
+        lock.release()
+
+
+def _verify_all(data_dir: Path, out: Callable[[str], None]) -> VerifyResult:
     result = VerifyResult()
     for directory in partition_dirs(data_dir):
         result.partitions += 1

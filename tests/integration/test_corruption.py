@@ -182,12 +182,15 @@ def test_bit_rot_below_recovery_point_is_contained(nerve_factory, unique_topic, 
     assert len(problems) == 2, problems
 
 
-def test_verify_clean_data_dir_exits_0(nerve_factory, unique_topic, tmp_path):
+def test_verify_refuses_a_running_broker_and_passes_a_clean_dir(nerve_factory, unique_topic, tmp_path):
     data_dir = tmp_path / "data"
     broker = nerve_factory("--set", f"log.segment.bytes={SEGMENT_BYTES}", data_dir=data_dir)
     topic = unique_topic()
     create_topic(broker.bootstrap, topic, partitions=2)
     produce(broker.bootstrap, topic, 3000)
+    running = nerve_log("verify", "--data-dir", str(data_dir))
+    assert running.returncode == 2, running.stdout + running.stderr
+    assert "in use" in running.stderr and "stop the broker first" in running.stderr
     broker.stop()
     r = nerve_log("verify", "--data-dir", str(data_dir))
     assert r.returncode == 0, r.stdout + r.stderr
