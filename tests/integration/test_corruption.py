@@ -182,7 +182,9 @@ def test_bit_rot_below_recovery_point_is_contained(nerve_factory, unique_topic, 
     assert len(problems) == 2, problems
 
 
-def test_verify_refuses_a_running_broker_and_passes_a_clean_dir(nerve_factory, unique_topic, tmp_path):
+def test_verify_refuses_a_running_broker_and_passes_a_clean_dir(
+    nerve_factory, unique_topic, tmp_path
+):
     data_dir = tmp_path / "data"
     broker = nerve_factory("--set", f"log.segment.bytes={SEGMENT_BYTES}", data_dir=data_dir)
     topic = unique_topic()
