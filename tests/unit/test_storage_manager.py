@@ -232,3 +232,32 @@ def test_second_manager_on_a_locked_dir_is_refused(tmp_path: Path) -> None:
     m.close()
     assert (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
     manager(tmp_path).close()  # released by close()
+
+
+async def test_recovery_checkpoint_follows_fsync_rounds(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import nerve.storage.log_manager as lm
+
+    monkeypatch.setattr(lm, "RECOVERY_CHECKPOINT_MIN_INTERVAL_S", 0.2)
+    m = manager(tmp_path)
+    m.create_topic("t", 2)
+    await m.start()
+    path = tmp_path / lm.RECOVERY_POINT_FILE
+
+    async def checkpoint_says(line: str) -> list[str]:
+        for _ in range(100):
+            lines = path.read_text().splitlines() if path.exists() else []
+            if line in lines:
+                return lines
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{path} never said {line!r}")
+
+    lg = m.get_log("t", 1)
+    assert lg is not None
+    for n in range(1, 6):  # rounds 0.2 s apart at most: every one lands, none written twice
+        append(lg, 3)
+        await m.flush([lg])
+        lines = await checkpoint_says(f"t 1 {3 * n}")
+        assert lines[:2] == ["0", "2"] and "t 0 0" in lines  # Kafka's format
+    assert not (tmp_path / (lm.RECOVERY_POINT_FILE + ".tmp")).exists()
+    await m.stop()
