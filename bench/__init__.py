@@ -1,1 +1,1 @@
-"""Benchmarks: nerve against Apache Kafka 4.1.1 on the same machine with the same clients."""
+"""Benchmarks: nerve against Apache Kafka 4.4.0 on the same machine with the same clients."""

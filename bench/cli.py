@@ -29,6 +29,8 @@ from bench.brokers import ROOT, Broker, KafkaBroker, NerveBroker, RssSampler, rs
 
 RESULTS = ROOT / "bench" / "results"
 KAFKA = "kafka"
+# The reference version scripts/kafka-broker runs (scripts/kafka-run's default).
+KAFKA_VERSION = os.environ.get("KAFKA_VERSION") or "4.4.0"
 NERVE_SETUPS = {
     # Default nerve: acks=all answered only after fsync (group commit).
     "nerve-fsync": {"acks.all.fsync": "true"},
@@ -190,7 +192,7 @@ def machine() -> dict[str, Any]:
                             capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
             "kernel": platform.release(), "python": platform.python_version(),
-            "java": java.splitlines()[0] if java else "", "kafka": "4.1.1",
+            "java": java.splitlines()[0] if java else "", "kafka": KAFKA_VERSION,
             "confluent_kafka": confluent_kafka.__version__,
             "librdkafka": confluent_kafka.libversion()[0], "nerve_commit": commit}
 
@@ -313,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path}")
     if ensure_matplotlib():
         png = a.out / f"{stamp}.png"
-        chart(rows, labels, png, f"nerve vs Apache Kafka 4.1.1 ({doc['mode']}, {stamp}, "
-              f"{doc['machine']['cores']} cores)")
+        info = doc["machine"]
+        chart(rows, labels, png, f"nerve vs Apache Kafka {info['kafka']} ({doc['mode']}, "
+              f"{stamp}, {info['cores']} cores)")
         print(f"wrote {png}")
     return 0
 

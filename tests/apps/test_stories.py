@@ -3,7 +3,7 @@
 Each test runs a story for a bounded time, waits until the services caught up with the topics,
 and checks the story's invariants from the topics and the services' SQLite files (the same
 check `nerve demo` prints). The slow variants SIGKILL and restart a service, or the broker, in
-the middle of the run; the last one runs a story on Apache Kafka 4.1.1 (scripts/kafka-broker).
+the middle of the run; the last one runs a story on Apache Kafka 4.4.0 (scripts/kafka-broker).
 """
 
 from __future__ import annotations

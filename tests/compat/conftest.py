@@ -1,4 +1,4 @@
-"""Differential tests: the same scenario against nerve and against a real Apache Kafka 4.1.1.
+"""Differential tests: the same scenario against nerve and against a real Apache Kafka 4.4.0.
 
     def test_x(broker):              # runs twice: broker.name == "nerve", then "kafka"
         assert observe(broker.bootstrap) == WHAT_KAFKA_DOES
@@ -71,7 +71,7 @@ class KafkaProcess:
 
 def _kafka_libs_ready() -> bool:
     cache = Path(os.environ.get("NERVE_CACHE") or Path.home() / ".cache" / "nerve")
-    version = os.environ.get("KAFKA_VERSION") or "4.1.1"
+    version = os.environ.get("KAFKA_VERSION") or "4.4.0"
     return (cache / f"kafka-{version}" / ".complete").is_file()
 
 
@@ -83,7 +83,7 @@ NERVE_CONFIG_KEYS = {"log.retention.check.interval.ms"}  # nerve has no initial 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaProcess]:
-    """One Apache Kafka 4.1.1 broker for the whole session."""
+    """One Apache Kafka 4.4.0 broker for the whole session."""
     if not _kafka_libs_ready():
         r = subprocess.run([str(REPO_ROOT / "scripts" / "install-test-deps"), "jars"],
                            capture_output=True, text=True, timeout=900)

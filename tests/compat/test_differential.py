@@ -1,4 +1,4 @@
-"""Differential tests: what clients observe from nerve must match what Apache Kafka 4.1.1 does.
+"""Differential tests: what clients observe from nerve must match what Apache Kafka 4.4.0 does.
 
 Each test runs once per broker (the `broker` fixture) with one expectation; the Kafka run proves
 the expectation is Kafka's behaviour, the nerve run that nerve matches it. Tests that need both

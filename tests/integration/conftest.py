@@ -128,7 +128,7 @@ def kcat() -> str:
 
 def _kafka_libs_ready() -> bool:
     cache = Path(os.environ.get("NERVE_CACHE") or Path.home() / ".cache" / "nerve")
-    version = os.environ.get("KAFKA_VERSION") or "4.1.1"
+    version = os.environ.get("KAFKA_VERSION") or "4.4.0"
     return (cache / f"kafka-{version}" / ".complete").is_file()
 
 

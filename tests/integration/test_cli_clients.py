@@ -26,7 +26,8 @@ def test_kcat_produces_each_codec_and_java_console_consumer_reads(
     assert r.returncode == 0, r.stderr
     r = kafka_run("console-consumer", "--bootstrap-server", nerve.bootstrap, "--topic", topic,
                   "--partition", "0", "--offset", "earliest", "--max-messages", "50",
-                  "--property", "print.key=true", "--property", "key.separator=:",
+                  "--formatter-property", "print.key=true",
+                  "--formatter-property", "key.separator=:",
                   timeout=90)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == lines.splitlines()
@@ -41,8 +42,8 @@ def test_java_console_producer_each_codec_and_kcat_reads(
     create_topic(nerve.bootstrap, topic)
     lines = "".join(f"java-{codec}-{i}\n" for i in range(40))
     r = kafka_run("console-producer", "--bootstrap-server", nerve.bootstrap, "--topic", topic,
-                  "--producer-property", f"compression.type={codec}",
-                  "--producer-property", "linger.ms=20", input=lines, timeout=90)
+                  "--command-property", f"compression.type={codec}",
+                  "--command-property", "linger.ms=20", input=lines, timeout=90)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([kcat, "-b", nerve.bootstrap, "-C", "-t", topic, "-o", "beginning",
                         "-e", "-f", "%o %s\\n"], capture_output=True, text=True, timeout=30)

@@ -475,7 +475,7 @@ def test_java_console_consumer_in_a_group_commits_and_resumes(
     create_topic(broker.bootstrap, topic, 2)
     produce(broker.bootstrap, topic, 10, 2)
     args = ("--bootstrap-server", broker.bootstrap, "--topic", topic, "--group", group,
-            "--max-messages", "5", "--consumer-property", "max.poll.records=1")
+            "--max-messages", "5", "--command-property", "max.poll.records=1")
     r = kafka_run("console-consumer", *args, "--from-beginning")
     assert r.returncode == 0 and len(r.stdout.split()) == 5, r.stdout + r.stderr
     # a second run of the group continues from what the first committed on close

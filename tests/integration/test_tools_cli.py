@@ -1,6 +1,6 @@
 """`nerve topics|produce|consume|groups` as a user runs them: subprocesses against a real broker.
 
-Every scenario runs against a real `nerve serve`, and (marked slow) against Apache Kafka 4.1.1
+Every scenario runs against a real `nerve serve`, and (marked slow) against Apache Kafka 4.4.0
 started by scripts/kafka-broker: the CLI speaks only the Kafka protocol, so both must pass.
 """
 
@@ -48,7 +48,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 15, what: str = "condit
 # ---------------------------------------------------------------------------- brokers
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Apache Kafka 4.1.1 broker (scripts/kafka-broker) for the session."""
+    """One Apache Kafka 4.4.0 broker (scripts/kafka-broker) for the session."""
     if not KAFKA_BROKER.exists():
         pytest.skip("scripts/kafka-broker is not there")
     d = tmp_path_factory.mktemp("kafka-cli")
