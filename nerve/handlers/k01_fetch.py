@@ -9,8 +9,10 @@ Behaviour:
 - Long poll: when fewer than `min_bytes` are ready, waits up to `max_wait_ms` for an append to
   any of the requested partitions.
 - A fetch that reaches a damaged place of the log (bit rot: see docs/operations.md) gets
-  CORRUPT_MESSAGE for that partition, as Kafka's does; a client can seek past it. The other
-  partitions of the request are answered normally.
+  CORRUPT_MESSAGE for that partition, as Kafka's does; a client can seek past it. A read
+  that fails in the OS (EIO from a bad sector, ...) answers KAFKA_STORAGE_ERROR for that
+  partition (one log line per partition per READ_ERROR_LOG_INTERVAL_S). The other
+  partitions of the request are answered normally either way.
 - Offsets before the log start or after the log end: OFFSET_OUT_OF_RANGE. Unknown topic or
   partition: UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID from v13, where topics are named by
   id).
@@ -22,6 +24,7 @@ Behaviour:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -33,6 +36,19 @@ from nerve.protocol.messages import ms
 from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError
 
 READ_COMMITTED = 1
+READ_ERROR_LOG_INTERVAL_S = 10.0
+
+log = logging.getLogger("nerve.storage")
+_read_error_logged: dict[tuple[str, int], float] = {}  # partition -> when last logged
+
+
+def _log_read_error(topic: str, partition: int, e: OSError) -> None:
+    now = time.monotonic()
+    key = (topic, partition)
+    if now - _read_error_logged.get(key, -READ_ERROR_LOG_INTERVAL_S) >= READ_ERROR_LOG_INTERVAL_S:
+        _read_error_logged[key] = now
+        log.error("%s-%d: reading the log failed: %s; fetches answer KAFKA_STORAGE_ERROR",
+                  topic, partition, e)
 
 
 def _empty(partition: int, code: ErrorCode) -> FetchPartitionData:
@@ -83,6 +99,11 @@ def _read_all(
                 continue
             except CorruptLogError:  # logged by storage, once per damaged place
                 parts.append(_empty(p.partition, ErrorCode.corrupt_message))
+                errors = True
+                continue
+            except OSError as e:  # the disk, not the client: Kafka's KafkaStorageException
+                _log_read_error(plog.topic, p.partition, e)
+                parts.append(_empty(p.partition, ErrorCode.kafka_storage_error))
                 errors = True
                 continue
             parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, hw, start,

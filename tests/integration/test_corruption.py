@@ -256,3 +256,49 @@ def test_dump_matches_kafka_dump_log(nerve_factory, unique_topic, tmp_path, kafk
     theirs = kafka_run("dump-log", "--files", ",".join(map(str, first_segments)))
     assert _dump_lines(ours.stdout) == _dump_lines(theirs.stdout)
     assert ours.stdout.count("isvalid: false") == len(first_segments)
+
+
+def test_read_error_is_kafka_storage_error_for_that_partition_only(
+    nerve_factory, unique_topic, tmp_path
+):
+    data_dir = tmp_path / "data"
+    broker = nerve_factory("--set", "log.segment.bytes=4000", data_dir=data_dir)
+    topic = unique_topic()
+    create_topic(broker.bootstrap, topic, partitions=2)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5,
+                  "batch.num.messages": 20})
+    for i in range(3000):
+        p.produce(topic, value=f"value-{i:06d}".encode(), partition=i % 2)
+    assert p.flush(30) == 0
+    del p
+    broker.stop()
+    broker.start()  # clean start: sealed segments are opened on first read
+    segments = sorted((data_dir / f"{topic}-0").glob("*.log"))
+    assert len(segments) >= 2  # the oldest is sealed, not opened yet
+    oldest = segments[0]
+    oldest.rename(tmp_path / "moved.log")
+    oldest.mkdir()  # the next open succeeds and every read fails (EISDIR), like a bad disk
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                      fetch_max_wait_ms=100)
+    got: dict[int, int] = {0: 0, 1: 0}
+    try:
+        tps = [KTopicPartition(topic, 0), KTopicPartition(topic, 1)]
+        c.assign(tps)
+        c.seek_to_beginning()
+        started = time.monotonic()
+        deadline = started + 20
+        while got[1] < 1500 and time.monotonic() < deadline:
+            for tp, records in c.poll(timeout_ms=500).items():
+                got[tp.partition] += len(records)
+        time.sleep(1)  # a few more fetches of partition 0
+        c.poll(timeout_ms=500)
+        elapsed = time.monotonic() - started
+    finally:
+        c.close()
+    assert got == {0: 0, 1: 1500}
+    log = broker.log_text()
+    # Dozens of failed fetches, one log line per partition per 10 s.
+    lines = log.count(f"{topic}-0: reading the log failed")
+    assert 1 <= lines <= 1 + elapsed // 10, log
+    assert "KAFKA_STORAGE_ERROR" in log
+    assert "Traceback" not in log and "internal error" not in log
