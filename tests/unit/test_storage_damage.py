@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nerve.config import BrokerConfig, TopicConfig
-from nerve.protocol.records import build_batch, iter_batches
+from nerve.protocol.records import build_batch, iter_batches, valid_prefix
 from nerve.storage import CorruptLogError, PartitionLog
 
 CFG = TopicConfig({"segment.bytes": "2000", "index.interval.bytes": "300"}, BrokerConfig())
@@ -48,7 +48,10 @@ def all_offsets(log: PartitionLog, start: int) -> list[int]:
         except CorruptLogError:
             offset += 1
             continue
-        for _, h in iter_batches(data):
+        # Like a client: what parses (damage nerve has not met yet may follow it).
+        _, headers = valid_prefix(data)
+        assert headers, f"an unreadable first batch at offset {offset} answered as data"
+        for h in headers:
             out.extend(o for o in range(h.base_offset, h.next_offset) if o >= offset)
         offset = out[-1] + 1
     return out
@@ -117,4 +120,39 @@ def test_recovery_validates_from_the_recovery_point_inside_a_segment(tmp_path: P
     with pytest.raises(CorruptLogError):
         log.read(first[1][0], 1 << 20)
     assert log.read(first[2][0], 1 << 20).size > 0
+    log.close()
+
+
+def test_resync_without_index_entries(tmp_path: Path) -> None:
+    cfg = TopicConfig({"segment.bytes": "2000", "index.interval.bytes": "100000"},
+                      BrokerConfig())
+    log = PartitionLog(tmp_path, "t", 0, cfg)
+    for i in range(30):
+        buf = batch(i)
+        log.append(buf, list(iter_batches(buf)), now_ms=1_000)
+    first = [(h.base_offset, p) for p, h in log.segments[0].iter_headers(0)]
+    log.close()
+    assert len(log.segments) >= 3 and len(first) >= 4
+    damage(tmp_path / f"{0:020d}.log", first[1][1] + 8, b"\x7f" * 20)  # length, epoch, magic
+    log = PartitionLog(tmp_path, "t", 0, cfg, clean=True)
+    got = all_offsets(log, 0)
+    assert set(range(30 * 5)) - set(got) == set(range(first[1][0], first[2][0]))
+    log.close()
+
+
+def test_damaged_tail_of_the_last_segment_is_cut_after_a_clean_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bases, _ = make(tmp_path)
+    last = tmp_path / f"{bases[-1]:020d}.log"
+    tail_pos, tail = list(iter_batches(last.read_bytes()))[-1]
+    damage(last, tail_pos + 8, b"\xff" * 4)  # the last batch's length: nothing after it
+    with caplog.at_level(logging.WARNING, logger="nerve.storage"):
+        log = PartitionLog(tmp_path, "t", 0, CFG, clean=True)
+    assert log.log_end_offset == tail.base_offset
+    assert [s.base_offset for s in log.segments] == bases
+    assert any("damaged tail" in r.getMessage() for r in caplog.records)
+    buf = batch(99)
+    assert log.append(buf, list(iter_batches(buf)), now_ms=1_000).base_offset == tail.base_offset
+    assert log.read(tail.base_offset, 1 << 20).size == len(buf)
     log.close()
