@@ -13,6 +13,10 @@ Behaviour:
   answered after an fsync when `acks.all.fsync` is true (the default), one fsync round for
   every request waiting at that moment (group commit); the answer is deferred, so the
   connection keeps handling the requests behind it. Other acks: INVALID_REQUIRED_ACKS.
+- A disk fault (no space, no permission, EIO, no file descriptor) on append or roll is rolled
+  back and answered KAFKA_STORAGE_ERROR for that partition only (Kafka's retriable error; the
+  connection stays open). A failed fsync cuts the log back to its last fsynced offset, and
+  the acks=all requests past it are answered KAFKA_STORAGE_ERROR, never acknowledged.
 Version notes: v0-2 are advertised but refused (the connection is closed), because librdkafka
 < 2.11.1 turns compression off when Produce's advertised minimum is above 0.
 """
@@ -30,6 +34,7 @@ from nerve.protocol.fastcodec import ProducePartitionResult, encode_produce_resp
 from nerve.storage.errors import (
     DuplicateSequenceError,
     InvalidProducerEpochError,
+    KafkaStorageError,
     OutOfOrderSequenceError,
     RecordTooLargeError,
 )
@@ -38,8 +43,14 @@ from nerve.storage.log import PartitionLog
 log = logging.getLogger("nerve.produce")
 
 
+# An append waiting for acks=all: (log, its end offset, the log's fault truncations then,
+# the partition results holding it, the position there).
+_Appended = tuple[PartitionLog, int, int, list[ProducePartitionResult], int]
+
+
 def _append(
-    ctx: RequestContext, topic: str, index: int, records: bytes | None, touched: list[PartitionLog]
+    ctx: RequestContext, topic: str, index: int, records: bytes | None, touched: list[_Appended],
+    parts: list[ProducePartitionResult],
 ) -> ProducePartitionResult:
     plog = ctx.broker.logs.get_log(topic, index)
     if plog is None:
@@ -76,7 +87,9 @@ def _append(
                                       error_message=str(e))
     except RecordTooLargeError as e:
         return ProducePartitionResult(index, ErrorCode.message_too_large, error_message=str(e))
-    touched.append(plog)
+    except KafkaStorageError as e:
+        return ProducePartitionResult(index, ErrorCode.kafka_storage_error, error_message=str(e))
+    touched.append((plog, info.last_offset + 1, plog.truncations, parts, len(parts)))
     ctx.broker.waiters.notify(topic, index)
     return ProducePartitionResult(index, ErrorCode.none, info.base_offset, info.log_append_time,
                                   info.log_start_offset)
@@ -85,32 +98,40 @@ def _append(
 @api(0, "Produce", 3, 11, advertised_min=0)
 async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     acks = request.acks
-    touched: list[PartitionLog] = []
+    touched: list[_Appended] = []
     responses: list[tuple[str, list[ProducePartitionResult]]] = []
     acct = ctx.broker.extensions.get("accounting")
     for topic_data in request.topic_data:
         name = topic_data.name
+        parts: list[ProducePartitionResult] = []
         if acks not in (0, 1, -1):
             parts = [ProducePartitionResult(p.index, ErrorCode.invalid_required_acks)
                      for p in topic_data.partition_data]
         else:
-            parts = [_append(ctx, name, p.index, p.records, touched)
-                     for p in topic_data.partition_data]
+            for p in topic_data.partition_data:
+                parts.append(_append(ctx, name, p.index, p.records, touched, parts))
         if acct is not None:  # who writes where, for the console's backbone map
             acct.record_produce(ctx.header.client_id, ctx.client_host, name,
                                 sum(len(p.records or b"") for p in topic_data.partition_data))
         responses.append((name, parts))
     if acks == 0:
         return None
-    response = RawResponse([encode_produce_response(ctx.version, responses)])
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):
         # Joins the group commit now; the connection handles its next requests meanwhile, so
         # a client's pipelined produce requests share fsync rounds instead of queueing.
-        flushed = asyncio.ensure_future(ctx.broker.logs.flush(touched))
-        return DeferredResponse(_after(flushed, response))
-    return response
+        flushed = asyncio.ensure_future(ctx.broker.logs.flush([t[0] for t in touched]))
+        return DeferredResponse(_after(flushed, ctx.version, responses, touched))
+    return RawResponse([encode_produce_response(ctx.version, responses)])
 
 
-async def _after(flushed: asyncio.Future[None], response: RawResponse) -> RawResponse:
+async def _after(
+    flushed: asyncio.Future[None], version: int,
+    responses: list[tuple[str, list[ProducePartitionResult]]], touched: list[_Appended],
+) -> RawResponse:
     await flushed
-    return response
+    for plog, end_offset, truncations, parts, i in touched:
+        if not plog.closed and not plog.acknowledged(end_offset, truncations):
+            parts[i] = ProducePartitionResult(
+                parts[i].index, ErrorCode.kafka_storage_error,
+                error_message=f"{plog.name}: fsync failed; the append was rolled back")
+    return RawResponse([encode_produce_response(version, responses)])

@@ -41,6 +41,12 @@ class CorruptLogError(StorageError):
         self.damage = damage  # a nerve.storage.scan.Damage
 
 
+class KafkaStorageError(StorageError):
+    """A disk operation failed (no space, no permission, EIO, no file descriptor) and was
+    rolled back: Kafka's KAFKA_STORAGE_ERROR (56). Retriable: the same append may succeed
+    once the disk takes writes again."""
+
+
 class RecordTooLargeError(StorageError):
     """A batch above the topic's max.message.bytes: Kafka's MESSAGE_TOO_LARGE (10)."""
 

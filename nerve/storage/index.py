@@ -16,6 +16,7 @@ when idle.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import struct
 from array import array
@@ -39,6 +40,7 @@ class _IndexFile:
         self.file = CachedFile(handles, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self.base_offset = base_offset
         self.dirty = False  # written since the last sync
+        self.torn = False  # the file may hold more than the entries in memory
 
     @property
     def path(self) -> Path:
@@ -62,6 +64,37 @@ class _IndexFile:
             h = self.file.handle()
             write_all(h.fd, data)
             self.dirty = True
+
+    def _append_entry(self, data: bytes) -> None:
+        """Write one entry before it enters the arrays: a failed write (disk full) leaves
+        both as they were (a torn entry is cut off, now or by `repair`)."""
+        try:
+            self._write(data)
+        except OSError:
+            self.torn = True
+            with contextlib.suppress(OSError):
+                self.repair()
+            raise
+
+    def truncate_entries(self, n: int) -> None:
+        """Keep the first `n` entries (rollback of a failed append, log truncation)."""
+        if n < len(self):
+            self._drop_entries(n)
+            self.torn = True
+            self.repair()
+
+    def repair(self) -> None:
+        """Cut the file back to the entries in memory after a failed write or truncation."""
+        if self.torn:
+            os.ftruncate(self.file.handle().fd, len(self) * self.entry.size)
+            self.torn = False
+            self.dirty = True
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _drop_entries(self, n: int) -> None:
+        raise NotImplementedError
 
     def read_raw(self) -> bytes:
         try:
@@ -109,9 +142,13 @@ class OffsetIndex(_IndexFile):
 
     def append(self, offset: int, position: int) -> None:
         rel = offset - self.base_offset
+        self._append_entry(_OFFSET_ENTRY.pack(rel, position))
         self.relative_offsets.append(rel)
         self.positions.append(position)
-        self._write(_OFFSET_ENTRY.pack(rel, position))
+
+    def _drop_entries(self, n: int) -> None:
+        del self.relative_offsets[n:]
+        del self.positions[n:]
 
     def rewrite(self, entries: list[tuple[int, int]]) -> None:
         """Replace all entries with (absolute offset, position) pairs; used by rebuilds."""
@@ -193,9 +230,13 @@ class TimeIndex(_IndexFile):
         """Append only when the timestamp grows: entries stay strictly increasing."""
         if timestamp > self.last_timestamp:
             rel = offset - self.base_offset
+            self._append_entry(_TIME_ENTRY.pack(timestamp, rel))
             self.timestamps.append(timestamp)
             self.relative_offsets.append(rel)
-            self._write(_TIME_ENTRY.pack(timestamp, rel))
+
+    def _drop_entries(self, n: int) -> None:
+        del self.timestamps[n:]
+        del self.relative_offsets[n:]
 
     def rewrite(self, entries: list[tuple[int, int]]) -> None:
         """Replace all entries with (timestamp, absolute offset) pairs."""

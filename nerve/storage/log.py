@@ -9,6 +9,7 @@ that a FlushToken's `run` (the fsyncs) may execute in a worker thread; `begin_fl
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import time
@@ -18,7 +19,12 @@ from pathlib import Path
 
 from nerve.config import TopicConfig
 from nerve.protocol.records import BatchHeader, set_base_offset, set_log_append_time
-from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError, RecordTooLargeError
+from nerve.storage.errors import (
+    CorruptLogError,
+    KafkaStorageError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+)
 from nerve.storage.files import (
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -45,6 +51,8 @@ log = logging.getLogger("nerve.storage")
 
 _INT32_MAX = 0x7FFFFFFF
 _SCAN_WINDOW = 64 * 1024
+# A failure burst ends with the first append that succeeds this long after the last failure.
+FAULT_QUIET_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,14 @@ class PartitionLog:
         self._dir_version = 0  # bumped when a file appears in the directory
         self._dir_synced = 0
         self._lso_file_dirty = False
+        self._needs_sync = False  # a fault truncation waits to be fsynced
+        # Storage faults (see _storage_fault): the current burst, for one log line per burst.
+        self.storage_faults = 0
+        self.truncations = 0  # fault truncations: an append made before one is not durable
+        self._repair_to: int | None = None  # a fault truncation still to be done
+        self._fault_since = -1
+        self._fault_last_ms = -1
+        self._faults_in_burst = 0
         self.closed = False
         self.producers = ProducerStateManager()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -294,6 +310,11 @@ class PartitionLog:
         """Append already-validated batches; assign offsets by patching them in place."""
         if not headers:
             raise ValueError("append needs at least one batch")
+        if self._repair_to is not None:  # a fault truncation the disk refused so far
+            try:
+                self._truncate_to(self._repair_to)
+            except OSError as e:
+                raise self._storage_fault("truncation", e, now_ms) from None
         config = self.config
         stamp = config.log_append_time
         max_bytes = config.max_message_bytes
@@ -313,16 +334,26 @@ class PartitionLog:
                 producers.check(staged, h, base, last, max_ts, stamp)
             plan.append((pos, base, last, max_ts, h.size))
 
-        seg = self.active_segment
-        if self._should_roll(seg, len(records), next_offset, plan[-1][3], now_ms):
-            seg = self._roll(now_ms)
-        for pos, base, *_ in plan:
-            set_base_offset(records, pos, base)
-            if stamp:
-                set_log_append_time(records, pos, now_ms)
-        if seg.size == 0:
-            seg.created_ms = now_ms  # a segment's age counts from its first batch
-        seg.append(records, plan)
+        # The disk work: any OSError leaves the log as it was (segment.append and _roll undo
+        # their own writes; producer state and offsets only change below, after success).
+        try:
+            seg = self.active_segment
+            if self._should_roll(seg, len(records), next_offset, plan[-1][3], now_ms):
+                seg = self._roll(now_ms)
+            for pos, base, *_ in plan:
+                set_base_offset(records, pos, base)
+                if stamp:
+                    set_log_append_time(records, pos, now_ms)
+            if seg.size == 0:
+                seg.created_ms = now_ms  # a segment's age counts from its first batch
+            seg.append(records, plan)
+        except OSError as e:
+            raise self._storage_fault("append", e, now_ms) from None
+        if self._fault_since >= 0 and now_ms - self._fault_last_ms >= FAULT_QUIET_MS:
+            log.info("%s: appends work again (%d failed storage operation(s) since %s)",
+                     self.name, self._faults_in_burst,
+                     time.strftime("%H:%M:%S", time.localtime(self._fault_since / 1000)))
+            self._fault_since = -1
         if staged:
             producers.commit(staged)
         self.log_end_offset = next_offset
@@ -352,12 +383,90 @@ class PartitionLog:
         return seg.offset_index.full_bytes + 8 > config.get_int("segment.index.bytes")
 
     def _roll(self, now_ms: int) -> LogSegment:
-        self.active_segment.seal()
+        # The new segment exists before the active one is sealed: a roll that fails (no
+        # space, no permission, no file descriptor) leaves the active segment writable and
+        # removes what it created.
         seg = LogSegment.create(self.directory, self.log_end_offset,
                                 self.config.index_interval_bytes, now_ms, self.handles)
+        try:
+            self.active_segment.seal()
+        except OSError:
+            seg.close()
+            for path in (seg.path, seg.offset_index.path, seg.time_index.path):
+                unlink_quietly(path)
+            raise
         self._add_segment(seg)
         self._dir_version += 1
         return seg
+
+    # ---- storage faults ----
+
+    def _storage_fault(self, what: str, e: OSError, now_ms: int,
+                       detail: str = "") -> KafkaStorageError:
+        """Count a failed disk operation; log it once per burst (a burst ends with the first
+        append that succeeds FAULT_QUIET_MS after the last failure)."""
+        if self._fault_since < 0:
+            self._fault_since = now_ms
+            self._faults_in_burst = 0
+            log.error("%s: %s failed: %s%s; the affected produce requests are answered "
+                      "KAFKA_STORAGE_ERROR until the disk takes writes again (further "
+                      "failures are not logged)", self.name, what, e, detail)
+        self._faults_in_burst += 1
+        self._fault_last_ms = now_ms
+        self.storage_faults += 1
+        return KafkaStorageError(f"{self.name}: {what} failed: {e.strerror or e}")
+
+    def fail_flush(self, e: OSError) -> None:
+        """An fsync (or opening a file to fsync it) failed. After a failed fsync the kernel
+        may have dropped the dirty pages (fsyncgate): nothing written since the last good
+        fsync can be trusted, so the log is cut back to its recovery point and the appends
+        past it were never acknowledged (acks=all answers KAFKA_STORAGE_ERROR; acks=1
+        records there are lost, as on a Kafka leader that fails)."""
+        point = self.recovery_point
+        self._storage_fault("fsync", e, self._now_ms(),
+                            f"; truncating to offset {point} (the last fsynced), dropping "
+                            f"offsets {point}..{self.log_end_offset - 1}")
+        self.truncations += 1
+        self._repair_to = point
+        with contextlib.suppress(OSError):  # else retried by the next append
+            self._truncate_to(point)
+
+    def acknowledged(self, end_offset: int, truncations: int) -> bool:
+        """Whether an append that ended at `end_offset` (exclusive), made when the log had
+        seen `truncations` fault truncations, is durable now."""
+        return self.truncations == truncations and self.recovery_point >= end_offset
+
+    def _truncate_to(self, offset: int) -> None:
+        """Drop everything from `offset` (a batch boundary) on: later segments go, the one
+        holding it is cut, producer state is rebuilt. Raises OSError if the disk refuses;
+        `_repair_to` then makes the next append try again first."""
+        self._repair_to = offset
+        self.log_end_offset = min(self.log_end_offset, offset)
+        delay = self.config.get_int("file.delete.delay.ms")
+        while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
+            seg = self.segments[-1]
+            seg.retire(seal=False)  # readers under way keep their handles
+            self.segments.pop()
+            self._bases.pop()
+            self.reaper.schedule(seg.destroy, delay)
+            self._dir_version += 1
+        seg = self.active_segment
+        if seg.sealed:
+            seg.activate()
+        if seg.next_offset > offset:
+            found = seg.find_batch(offset)
+            seg.truncate_to(found[0] if found else seg.size)
+        self._size = sum(s.size for s in self.segments)
+        self.log_end_offset = seg.next_offset
+        self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        self._flushed_messages = self._appended_messages
+        self._needs_sync = True  # the cut itself is made durable by the next flush
+        self.producers = ProducerStateManager()
+        self._load_producer_state([o for e in os.scandir(self.directory)
+                                   if e.name.endswith(SNAPSHOT_SUFFIX)
+                                   and (o := parse_offset(e.name)) is not None])
+        self._repair_to = None
 
     def roll(self, now_ms: int | None = None) -> None:
         """Start a new segment now (if the active one has data)."""
@@ -490,7 +599,7 @@ class PartitionLog:
         """The flush.messages / flush.ms policy."""
         unflushed = self.unflushed_messages()
         if not unflushed:
-            return False
+            return self._needs_sync
         config = self.config
         return (unflushed >= config.flush_messages
                 or now_ms - self.last_flush_ms >= config.flush_ms)
@@ -510,6 +619,7 @@ class PartitionLog:
         if not segments and not files and not sync_dir:
             self._flushed_messages = self._appended_messages
             self.recovery_point = self.log_end_offset
+            self._needs_sync = False
             return None
         return FlushToken(self, self.log_end_offset, self._appended_messages, segments, files,
                           self._dir_version, sync_dir)
@@ -522,6 +632,7 @@ class PartitionLog:
         if token.files:
             self._lso_file_dirty = False
         self._dir_synced = max(self._dir_synced, token.dir_version)
+        self._needs_sync = False
         self.recovery_point = max(self.recovery_point, token.end_offset)
         self._flushed_messages = max(self._flushed_messages, token.appended_messages)
         self.last_flush_ms = self._now_ms() if now_ms is None else now_ms

@@ -78,9 +78,17 @@ class TopicInfo:
     config: TopicConfig
 
 
-def _run_tokens(tokens: list[FlushToken]) -> None:
+def _run_tokens(tokens: list[FlushToken]) -> list[OSError | None]:
+    """Run each token (in a worker thread); one log's failed fsync does not stop the rest."""
+    errors: list[OSError | None] = []
     for token in tokens:
-        token.run()
+        try:
+            token.run()
+        except OSError as e:
+            errors.append(e)
+        else:
+            errors.append(None)
+    return errors
 
 
 class LogManager:
@@ -333,7 +341,9 @@ class LogManager:
     # ---- group commit ----
 
     async def flush(self, logs: Iterable[PartitionLog]) -> None:
-        """Make everything appended so far to `logs` durable.
+        """Make everything appended so far to `logs` durable; a log whose fsync fails is
+        cut back to its recovery point instead (PartitionLog.fail_flush), so callers ask
+        PartitionLog.acknowledged whether their append made it.
 
         One fsync round (one worker-thread job) covers every log waiting when it starts;
         callers arriving during a round join the next one.
@@ -359,15 +369,28 @@ class LogManager:
                 round_done, self._next_round = self._next_round, None
                 assert round_done is not None
                 try:
-                    tokens = [t for lg in logs if not lg.closed
-                              and (t := lg.begin_flush()) is not None]
+                    tokens = []
+                    for lg in logs:
+                        if lg.closed:
+                            continue
+                        try:
+                            token = lg.begin_flush()
+                        except OSError as e:  # a file to sync could not be opened
+                            lg.fail_flush(e)
+                            continue
+                        if token is not None:
+                            tokens.append(token)
                     if tokens:
                         self.fsync_rounds += 1
-                        await asyncio.to_thread(_run_tokens, tokens)
+                        errors = await asyncio.to_thread(_run_tokens, tokens)
                         now = self._now_ms()
-                        for t in tokens:
-                            if not t.log.closed:
+                        for t, error in zip(tokens, errors, strict=True):
+                            if t.log.closed:
+                                continue
+                            if error is None:
                                 t.log.complete_flush(t, now)
+                            else:  # cut back to the recovery point: nothing acknowledged
+                                t.log.fail_flush(error)
                         self._checkpoint_soon()
                 except BaseException as exc:
                     if not round_done.done():
@@ -417,7 +440,13 @@ class LogManager:
 
     def apply_retention(self) -> int:
         now = self._now_ms()
-        return sum(lg.apply_retention(now) for lg in self.all_logs())
+        deleted = 0
+        for lg in self.all_logs():
+            try:
+                deleted += lg.apply_retention(now)
+            except OSError as e:  # e.g. the roll of an expired active segment: next check
+                log.warning("%s: retention failed: %s", lg.name, e)
+        return deleted
 
     async def stop(self) -> None:
         """Cancel background tasks, flush everything (off the loop), close, mark clean."""

@@ -15,6 +15,7 @@ the clients' check.crcs, as in Kafka.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -87,6 +88,7 @@ class LogSegment:
         self.damage: dict[int, Damage] = {}  # damaged places found so far, by position
         self.loaded_size = 0  # bytes that were on disk when the segment was opened
         self._crc_checked = -1  # position of the last batch a fetch CRC-checked
+        self._torn = False  # the log file may be longer than `size` (a failed rollback)
 
     @property
     def path(self) -> Path:
@@ -232,10 +234,16 @@ class LogSegment:
         self.seal()
         self.file.release()
 
-    def retire(self) -> None:
+    def retire(self, *, seal: bool = True) -> None:
         """Rename the files to *.deleted (Kafka's way) and drop the cached handle: readers
-        holding a handle keep reading the renamed (later unlinked) file."""
-        self.seal()
+        holding a handle keep reading the renamed (later unlinked) file. seal=False: no
+        final index entry (a segment dropped by a truncation, on a disk that may refuse)."""
+        if seal:
+            self.seal()
+        else:
+            self.offset_index.close_writer()
+            self.time_index.close_writer()
+            self.sealed = True
         self.file.release()
         self.retired = True
         for index in (self.offset_index, self.time_index):
@@ -255,32 +263,89 @@ class LogSegment:
     # ---- append ----
 
     def append(self, records: bytes | bytearray | memoryview, plan: list[BatchPlan]) -> None:
+        """Write whole batches and their index entries, or nothing: an OSError (disk full,
+        EIO, no permission to reopen) rolls the files back to where they were and is raised."""
         assert not self.sealed, "append to a sealed segment"
+        if self._torn:
+            self.repair()  # an earlier rollback could not cut the files: first that
         start = self.size
-        h = self.file.handle()
-        try:
-            write_all(h.fd, records)
-        except OSError:
-            # A short write (disk full) must not leave half a batch before the next append.
-            os.ftruncate(h.fd, start)
-            raise
+        offset_entries, time_entries = len(self.offset_index), len(self.time_index)
         interval = self.index_interval_bytes
         max_ts_so_far, max_ts_offset = self._max_timestamp, self._offset_of_max_timestamp
         since = self._bytes_since_index
-        for pos, base, last, max_ts, size in plan:
-            if max_ts > max_ts_so_far:
-                max_ts_so_far, max_ts_offset = max_ts, last
-            if self.rolling_timestamp < 0:
-                self.rolling_timestamp = max_ts
-            if since > interval:
-                self.offset_index.append(base, start + pos)
-                self.time_index.maybe_append(max_ts_so_far, max_ts_offset)
-                since = 0
-            since += size
+        try:
+            h = self.file.handle()
+            write_all(h.fd, records)
+            for pos, base, last, max_ts, size in plan:
+                if max_ts > max_ts_so_far:
+                    max_ts_so_far, max_ts_offset = max_ts, last
+                if since > interval:
+                    self.offset_index.append(base, start + pos)
+                    self.time_index.maybe_append(max_ts_so_far, max_ts_offset)
+                    since = 0
+                since += size
+        except OSError:
+            # Nothing of this append may stay: not half a batch before the next one, not an
+            # index entry pointing past the log.
+            self.offset_index._drop_entries(offset_entries)
+            self.time_index._drop_entries(time_entries)
+            self._torn = self.offset_index.torn = self.time_index.torn = True
+            with contextlib.suppress(OSError):
+                self.repair()
+            raise
+        if self.rolling_timestamp < 0:
+            self.rolling_timestamp = plan[0][3]
         self._max_timestamp, self._offset_of_max_timestamp = max_ts_so_far, max_ts_offset
         self._bytes_since_index = since
         self.size = start + len(records)
         self.next_offset = plan[-1][2] + 1
+
+    def repair(self) -> None:
+        """Cut the log and index files back to what is in memory (after a failed append or
+        truncation); raises OSError while the disk still refuses."""
+        os.ftruncate(self.file.handle().fd, self.size)
+        self._torn = False
+        self.offset_index.repair()
+        self.time_index.repair()
+
+    def truncate_to(self, position: int) -> None:
+        """Cut the segment to `position`, a batch boundary at or below its size (after a
+        failed fsync: what was written since the last good one cannot be trusted)."""
+        if position >= self.size:
+            return
+        if not self._indexes_loaded:
+            self.load_indexes()
+        index = self.offset_index
+        index._drop_entries(bisect.bisect_left(index.positions, position))
+        self.size = position
+        self.flushed_size = 0  # the cut (and the data before it) is synced again
+        self._torn = index.torn = self.time_index.torn = True
+        # Walk from the last index entry left to find the new end offset and max timestamp.
+        start_offset, start = index.lookup_position(position)
+        next_offset = start_offset
+        since = 0
+        max_ts, max_ts_offset = -1, -1
+        for item in self._walk(start, start_offset, position):
+            if isinstance(item, Damage):
+                continue
+            pos, h = item
+            next_offset = h.next_offset
+            since = pos + h.size - start
+            if h.max_timestamp > max_ts:
+                max_ts, max_ts_offset = h.max_timestamp, h.last_offset
+        times = self.time_index
+        times._drop_entries(bisect.bisect_left(times.relative_offsets,
+                                               next_offset - self.base_offset))
+        if times.last_timestamp > max_ts:
+            max_ts, max_ts_offset = times.last_timestamp, times.last_offset
+        self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
+        self._bytes_since_index = since
+        self.next_offset = next_offset if position else self.base_offset
+        if not position:
+            self.rolling_timestamp = -1
+        for pos in [p for p in self.damage if p >= position]:
+            del self.damage[pos]
+        self.repair()
 
     # ---- reads ----
 

@@ -139,10 +139,10 @@ async def test_group_commit_few_rounds(tmp_path: Path,
     gate = threading.Event()
     original = lm._run_tokens
 
-    def gated_run(tokens: list[lm.FlushToken]) -> None:
+    def gated_run(tokens: list[lm.FlushToken]) -> list[OSError | None]:
         jobs.append(len(tokens))
         gate.wait(5)
-        original(tokens)
+        return original(tokens)
 
     monkeypatch.setattr(lm, "_run_tokens", gated_run)
 
