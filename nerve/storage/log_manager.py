@@ -85,7 +85,9 @@ def _run_tokens(tokens: list[FlushToken]) -> list[OSError | None]:
         try:
             token.run()
         except OSError as e:
-            errors.append(e)
+            # Without its traceback: frames of this loop would keep the tokens' file handles
+            # alive in a reference cycle until the next garbage collection.
+            errors.append(e.with_traceback(None))
         else:
             errors.append(None)
     return errors
