@@ -160,11 +160,6 @@ class OffsetIndex(_IndexFile):
                              for r, p in zip(self.relative_offsets, self.positions,
                                              strict=True)))
 
-    def lookup(self, offset: int) -> int:
-        """File position of the last indexed batch whose base offset is <= offset (else 0)."""
-        i = bisect.bisect_right(self.relative_offsets, offset - self.base_offset)
-        return self.positions[i - 1] if i else 0
-
     def lookup_entry(self, offset: int) -> tuple[int, int]:
         """(base offset, position) of the last indexed batch whose base offset is <= offset,
         else (the segment's base offset, 0)."""
