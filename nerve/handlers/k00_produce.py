@@ -9,6 +9,9 @@ Behaviour:
 - Offsets are assigned by patching the batch's base offset; the bytes are stored as sent.
 - Idempotent producers: a duplicate batch answers with its original offsets and no error; a
   sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a stale epoch is INVALID_PRODUCER_EPOCH.
+- Transactional batches: the producer's transaction must be Ongoing and hold the partition
+  (AddPartitionsToTxn), else INVALID_TXN_STATE; a fenced (older) epoch is
+  INVALID_PRODUCER_EPOCH, an unknown producer id INVALID_PRODUCER_ID_MAPPING.
 - acks=0: no response at all. acks=1: answered once the write reached the OS. acks=-1 (all):
   answered after an fsync when `acks.all.fsync` is true (the default), one fsync round for
   every request waiting at that moment (group commit); the answer is deferred, so the
@@ -27,6 +30,7 @@ import asyncio
 import logging
 from typing import Any
 
+from nerve.coordinator.transactions import transactions_of
 from nerve.handlers import DeferredResponse, RawResponse, RequestContext, api
 from nerve.protocol import records as rb
 from nerve.protocol.errors import ErrorCode
@@ -73,6 +77,11 @@ def _append(
         return ProducePartitionResult(index, ErrorCode.corrupt_message, error_message=str(e))
     except rb.RecordBatchError as e:  # magic != 2 and structural errors
         return ProducePartitionResult(index, ErrorCode.invalid_record, error_message=str(e))
+    first = headers[0][1]
+    if first.is_transactional:
+        code = _check_transactional(ctx, first.producer_id, first.producer_epoch, topic, index)
+        if code is not ErrorCode.none:
+            return ProducePartitionResult(index, code)
     try:
         info = plog.append(buf, headers, now_ms=ctx.now_ms())
     except DuplicateSequenceError as e:
@@ -93,6 +102,18 @@ def _append(
     ctx.broker.waiters.notify(topic, index)
     return ProducePartitionResult(index, ErrorCode.none, info.base_offset, info.log_append_time,
                                   info.log_start_offset)
+
+
+def _check_transactional(
+    ctx: RequestContext, producer_id: int, epoch: int, topic: str, index: int
+) -> ErrorCode:
+    """A transactional batch needs its producer's Ongoing transaction to hold the partition
+    (INVALID_TXN_STATE otherwise, as Kafka's partition verification answers); an older epoch
+    is INVALID_PRODUCER_EPOCH."""
+    txn = transactions_of(ctx.broker)
+    if txn is None:
+        return ErrorCode.coordinator_not_available
+    return txn.check_produce(producer_id, epoch, (topic, index))
 
 
 @api(0, "Produce", 3, 11, advertised_min=0)

@@ -18,8 +18,10 @@ Behaviour:
   id).
 - Fetch sessions (KIP-227) are not kept: every response has session_id 0, which clients treat
   as "send full fetch requests", as Kafka does when its session cache is full.
-- No transactions yet: last_stable_offset is the high watermark; aborted_transactions is null
-  (read_uncommitted) or empty (read_committed).
+- Transactions: every answer carries the partition's last stable offset (the first offset of
+  its oldest open transaction, else the high watermark). read_committed (isolation_level 1)
+  never reads past it and lists the aborted transactions overlapping what it returns
+  (producer id, first offset), from the partition's .txnindex; read_uncommitted gets null.
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ def _read_all(
             start = plog.log_start_offset
             keys.append((plog.topic, p.partition))
             limit = min(p.partition_max_bytes, remaining)
+            lso = plog.last_stable_offset
             try:
-                data = plog.read(p.fetch_offset, max(limit, 0), min_one=total == 0)
+                data = plog.read(p.fetch_offset, max(limit, 0), min_one=total == 0,
+                                 upper=lso if committed else None)
             except OffsetOutOfRangeError:
                 # As Kafka's FetchResponse.partitionResponse(error): watermarks are -1.
                 parts.append(_empty(p.partition, ErrorCode.offset_out_of_range))
@@ -106,7 +110,9 @@ def _read_all(
                 parts.append(_empty(p.partition, ErrorCode.kafka_storage_error))
                 errors = True
                 continue
-            parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, hw, start,
+            if committed:
+                aborted = (plog.txn.aborted_between(p.fetch_offset, lso) if data.size else [])
+            parts.append(FetchPartitionData(p.partition, ErrorCode.none, hw, lso, start,
                                             data.regions, data.size, aborted))
             total += data.size
             remaining -= data.size

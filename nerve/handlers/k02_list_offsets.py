@@ -25,6 +25,7 @@ EARLIEST_LOCAL = -4
 async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
     logs = ctx.broker.logs
     topics = []
+    committed = getattr(request, "isolation_level", 0) == 1  # read_committed: up to the LSO
     for t in request.topics:
         parts = []
         for p in t.partitions:
@@ -40,7 +41,8 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
                 if ts in (EARLIEST, EARLIEST_LOCAL):
                     entry["offset"] = plog.log_start_offset
                 elif ts == LATEST:
-                    entry["offset"] = plog.high_watermark
+                    entry["offset"] = (plog.last_stable_offset if committed
+                                       else plog.high_watermark)
                 elif ts == MAX_TIMESTAMP:
                     entry["offset"], entry["timestamp"] = plog.max_timestamp()
                 elif ts < 0:

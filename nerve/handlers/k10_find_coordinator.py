@@ -1,13 +1,12 @@
 """FindCoordinator (key 10), versions 0-6.
 
 Behaviour: this broker coordinates every group, so key_type 0 (group) answers with this node
-for any key. key_type 1 (transaction) also answers with this node, whose InitProducerId then
-refuses transactional ids with INVALID_REQUEST (transactions do not exist yet);
-other key types get INVALID_REQUEST. While the group coordinator is not running (during start
-or stop) the answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
+for any key. key_type 1 (transaction) answers with this node while its
+transaction coordinator runs; other key types get INVALID_REQUEST. While the coordinator asked
+for is not running (during start or stop) the answer is COORDINATOR_NOT_AVAILABLE, which
+clients retry.
 Version notes: v0 has no key_type (always a group); v4+ batch several keys in
 `coordinator_keys` and answer one `coordinators` entry each.
-Known gaps: transaction coordinator.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nerve.coordinator.coordinator import coordinator_of
+from nerve.coordinator.transactions import transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
@@ -29,8 +29,9 @@ def _answer(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
             return ErrorCode.coordinator_not_available, "the group coordinator is not running"
         return ErrorCode.none, None
     if key_type == TRANSACTION:
-        # Point transactional producers at this node so that InitProducerId can refuse them
-        # with a clear error, instead of leaving them to retry FindCoordinator until timeout.
+        if transactions_of(ctx.broker) is None:
+            return (ErrorCode.coordinator_not_available,
+                    "the transaction coordinator is not running")
         return ErrorCode.none, None
     return ErrorCode.invalid_request, f"unknown key type {key_type}"
 

@@ -1,4 +1,4 @@
-"""InitProducerId (key 22), versions 0-5: producer ids for idempotent producers.
+"""InitProducerId (key 22), versions 0-5: producer ids for idempotent and transactional producers.
 
 Behaviour:
 - transactional_id null, no producer id: a fresh producer id (from the persisted id blocks of
@@ -10,27 +10,25 @@ Behaviour:
   producers and always hands out a fresh id with epoch 0; clients accept either answer
   (they reset their sequences in both cases). Only one of the two set: INVALID_REQUEST (as
   Kafka's KafkaApis).
-- A non-null transactional_id: INVALID_REQUEST, logged at WARNING (once per transactional
-  id). nerve has no transaction coordinator yet. Java producers fail at once (a fatal
-  "Unexpected error in InitProducerIdResponse; ...sent to an incompatible broker");
-  librdkafka retries every 500 ms and its init_transactions() ends with "Failed to initialize
-  Producer ID: Broker: Invalid request" - both name the cause, where a coordinator error
-  (COORDINATOR_NOT_AVAILABLE) would only give a timeout. The response has no message field.
-Known gaps: transactions; transaction_timeout_ms is ignored.
+- A non-null transactional_id: the transaction coordinator (nerve/coordinator/transactions.py)
+  hands out the id's producer id with its epoch bumped (a new id with epoch 0 the first time),
+  which fences any older producer of that id and aborts a transaction it left open. A
+  transaction_timeout_ms <= 0 or above `transaction.max.timeout.ms`:
+  INVALID_TRANSACTION_TIMEOUT. With producer_id/epoch (KIP-360), only the current producer (or
+  a retry of its last bump) is accepted, else PRODUCER_FENCED (INVALID_PRODUCER_EPOCH before
+  v4). A transaction being completed: CONCURRENT_TRANSACTIONS (clients retry).
+Known gaps: v6 (KIP-939 two-phase commit) is not served.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from nerve.coordinator.transactions import TxnError, fenced_code, transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
-from nerve.protocol.messages import build, response_class
+from nerve.protocol.messages import build, ms, response_class
 
-log = logging.getLogger("nerve.producers")
-
-_warned: set[str] = set()
 MAX_EPOCH = 32766  # Short.MAX_VALUE - 1: Kafka keeps 32767 unused so a bump never overflows
 
 
@@ -40,14 +38,7 @@ async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
-        # librdkafka retries every 500 ms: warn once per id, not once per retry
-        level = logging.DEBUG if request.transactional_id in _warned else logging.WARNING
-        if len(_warned) < 10_000:
-            _warned.add(request.transactional_id)
-        log.log(level, "InitProducerId for transactional.id %r from %s refused: transactions "
-                "are not supported yet", request.transactional_id, ctx.header.client_id)
-        return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
-                     producer_id=-1, producer_epoch=-1)
+        return await _transactional(ctx, request, cls, pid, epoch)
     if (pid == -1) != (epoch == -1):
         return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
                      producer_id=-1, producer_epoch=-1)
@@ -57,3 +48,22 @@ async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
         new_pid, new_epoch = ctx.broker.producer_ids.next_producer_id(), 0
     return build(cls, throttle_time=0, error_code=ErrorCode.none,
                  producer_id=new_pid, producer_epoch=new_epoch)
+
+
+async def _transactional(ctx: RequestContext, request: Any, cls: Any, pid: int,
+                         epoch: int) -> Any:
+    txn = transactions_of(ctx.broker)
+    if txn is None:
+        return build(cls, throttle_time=0, error_code=ErrorCode.coordinator_not_available,
+                     producer_id=-1, producer_epoch=-1)
+    if (pid == -1) != (epoch == -1):
+        return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
+                     producer_id=-1, producer_epoch=-1)
+    try:
+        new_pid, new_epoch = await txn.init_producer_id(
+            request.transactional_id, ms(request.transaction_timeout), pid, epoch)
+    except TxnError as e:
+        return build(cls, throttle_time=0, error_code=fenced_code(e.code, ctx.version, 4),
+                     producer_id=-1, producer_epoch=-1)
+    return build(cls, throttle_time=0, error_code=ErrorCode.none, producer_id=new_pid,
+                 producer_epoch=new_epoch)

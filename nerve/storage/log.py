@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerve.config import TopicConfig
-from nerve.protocol.records import BatchHeader, set_base_offset, set_log_append_time
+from nerve.protocol.records import (
+    BatchHeader,
+    read_header,
+    set_base_offset,
+    set_log_append_time,
+)
 from nerve.storage.errors import (
     CorruptLogError,
     KafkaStorageError,
@@ -46,6 +51,7 @@ from nerve.storage.handles import FileHandle, HandleCache, shared_cache
 from nerve.storage.producer_state import ProducerStateEntry, ProducerStateManager
 from nerve.storage.reaper import SegmentReaper
 from nerve.storage.segment import LogSegment
+from nerve.storage.txn_index import TXN_INDEX_SUFFIX, PartitionTxnState, marker_batch
 
 log = logging.getLogger("nerve.storage")
 
@@ -179,6 +185,7 @@ class PartitionLog:
         self._faults_in_burst = 0
         self.closed = False
         self.producers = ProducerStateManager()
+        self.txn = PartitionTxnState(self.directory)  # ongoing transactions, .txnindex
         self.directory.mkdir(parents=True, exist_ok=True)
         self._load(clean, recovery_point)
 
@@ -224,7 +231,8 @@ class PartitionLog:
         base_set = set(bases)
         for entry in os.scandir(self.directory):  # indexes without a log are leftovers
             offset = parse_offset(entry.name)
-            if (entry.name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX)) and offset is not None
+            if (entry.name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX))
+                    and offset is not None
                     and offset not in base_set):
                 unlink_quietly(Path(entry.path))
 
@@ -256,6 +264,7 @@ class PartitionLog:
             self.recovery_point = self.log_end_offset
         else:
             self.recovery_point = min(recovery_point or 0, self.log_end_offset)
+        self.txn.load_indexes(self._bases, self.log_end_offset)
         self._load_producer_state(snapshots)
 
     def _drop_after_gap(self) -> None:
@@ -281,6 +290,7 @@ class PartitionLog:
             if offset <= self.log_end_offset and self.producers.read_snapshot(
                     snapshot_path(self.directory, offset)):
                 scan_from = offset
+                self.txn.restore_ongoing(self.producers.txn_ongoing)
                 break
         for seg in self.segments:
             if seg.next_offset <= scan_from:
@@ -289,8 +299,18 @@ class PartitionLog:
             if scan_from > seg.base_offset:
                 found = seg.find_batch(scan_from)
                 start = found[0] if found else seg.size
-            for _, header in seg.iter_headers(start, window=_SCAN_WINDOW):
+            for pos, header in seg.iter_headers(start, window=_SCAN_WINDOW):
                 self.producers.load_header(header)
+                if header.is_transactional:
+                    self._replay_txn(seg, pos, header)
+
+    def _replay_txn(self, seg: LogSegment, pos: int, header: BatchHeader) -> None:
+        batch = None
+        if header.is_control:
+            h = seg.handle()
+            batch = read_all(h.fd, pos, min(header.size, 4096))
+            self.producers.load_marker(header.producer_id, header.producer_epoch)
+        self.txn.replay(header, batch, seg.base_offset)
 
     def _read_log_start_offset(self) -> int | None:
         try:
@@ -301,6 +321,7 @@ class PartitionLog:
     def _add_segment(self, seg: LogSegment) -> None:
         self.segments.append(seg)
         self._bases.append(seg.base_offset)
+        self.txn.add_segment(seg.base_offset)
 
     # ---- append ----
 
@@ -321,6 +342,7 @@ class PartitionLog:
         producers = self.producers
         staged: dict[int, ProducerStateEntry] = {}
         plan = []
+        txn_starts: list[tuple[int, int]] = []
         next_offset = first_offset = self.log_end_offset
         for pos, h in headers:
             if h.size > max_bytes:
@@ -333,6 +355,8 @@ class PartitionLog:
             if h.producer_id >= 0 and h.base_sequence >= 0 and not h.is_control:
                 producers.check(staged, h, base, last, max_ts, stamp)
             plan.append((pos, base, last, max_ts, h.size))
+            if h.is_transactional and not h.is_control:
+                txn_starts.append((h.producer_id, base))
 
         # The disk work: any OSError leaves the log as it was (segment.append and _roll undo
         # their own writes; producer state and offsets only change below, after success).
@@ -356,6 +380,8 @@ class PartitionLog:
             self._fault_since = -1
         if staged:
             producers.commit(staged)
+        for pid, base in txn_starts:
+            self.txn.on_data(pid, base)
         self.log_end_offset = next_offset
         self._size += len(records)
         self._appended_messages += next_offset - first_offset
@@ -475,14 +501,16 @@ class PartitionLog:
 
     # ---- reads ----
 
-    def read(self, offset: int, max_bytes: int, *, min_one: bool = True) -> FetchSlice:
+    def read(self, offset: int, max_bytes: int, *, min_one: bool = True,
+             upper: int | None = None) -> FetchSlice:
         """Whole batches from the one holding `offset`, up to max_bytes (at least one batch
-        when min_one). Continues into later segments while room is left."""
+        when min_one). Continues into later segments while room is left. `upper` (a batch
+        boundary: the last stable offset for read_committed) is never read past."""
         if offset < self.log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}] "
                 f"of {self.name}")
-        if offset == self.log_end_offset:
+        if offset == self.log_end_offset or (upper is not None and offset >= upper):
             return EMPTY_SLICE
         i = max(bisect.bisect_right(self._bases, offset) - 1, 0)
         regions: list[FileRegion] = []
@@ -497,12 +525,17 @@ class PartitionLog:
                 break  # answer what comes before the damage; the next fetch gets the error
             if found is not None:
                 pos, size = found
+                cut = False
+                if upper is not None and upper < seg.next_offset:
+                    stop = seg.find_batch(upper)
+                    if stop is not None and stop[0] < pos + size:
+                        size, cut = max(stop[0] - pos, 0), True
                 if size == 0:
                     break
                 h = seg.handle()
                 regions.append(FileRegion(h.fd, pos, size, h))
                 total += size
-                if pos + size < seg.size or total >= max_bytes:
+                if cut or pos + size < seg.size or total >= max_bytes:
                     break
             offset = seg.next_offset
             i += 1
@@ -587,6 +620,7 @@ class PartitionLog:
         self._bases.pop(0)
         self._size -= seg.size
         self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+        self.txn.drop_segment(seg.base_offset)
         seg.retire()
         self.reaper.schedule(seg.destroy, self.config.get_int("file.delete.delay.ms"))
 
@@ -658,6 +692,7 @@ class PartitionLog:
         for index in (active.offset_index, active.time_index):
             if index.dirty:
                 index.sync()
+        self.txn.sync()
         self._write_producer_snapshot()
         for seg in self.segments:
             seg.close()
@@ -667,7 +702,7 @@ class PartitionLog:
 
     def _write_producer_snapshot(self) -> None:
         path = snapshot_path(self.directory, self.log_end_offset)
-        self.producers.write_snapshot(path)
+        self.producers.write_snapshot(path, txn_ongoing=self.txn.ongoing)
         for entry in os.scandir(self.directory):
             if entry.name.endswith(SNAPSHOT_SUFFIX) and entry.path != str(path):
                 unlink_quietly(Path(entry.path))
@@ -681,6 +716,22 @@ class PartitionLog:
             seg.retired = True  # a concurrent fsync round may then find the file gone
         self.closed = True
         return list(self.segments)
+
+    # ---- transactions (the marker writes and the LSO; state in txn_index.py)
+
+    @property
+    def last_stable_offset(self) -> int:
+        return max(self.txn.lso(self.high_watermark), self.log_start_offset)
+
+    def append_marker(self, producer_id: int, epoch: int, commit: bool, *,
+                      coordinator_epoch: int = 0, now_ms: int) -> int:
+        """Write a COMMIT or ABORT control batch for `producer_id`; returns its offset."""
+        batch = bytearray(marker_batch(producer_id, epoch, commit, coordinator_epoch, now_ms))
+        info = self.append(batch, [(0, read_header(batch))], now_ms=now_ms)
+        self.producers.load_marker(producer_id, epoch)
+        self.txn.on_marker(producer_id, info.base_offset, commit,
+                           self.active_segment.base_offset, self.high_watermark)
+        return info.base_offset
 
     def producer_state(self) -> dict[int, ProducerStateEntry]:
         return self.producers.producers

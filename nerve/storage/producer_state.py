@@ -72,6 +72,8 @@ def _in_sequence(last_seq: int, next_seq: int) -> bool:
 class ProducerStateManager:
     def __init__(self) -> None:
         self.producers: dict[int, ProducerStateEntry] = {}
+        # Open transactions at the snapshot (producer id -> first offset), for txn_index.py.
+        self.txn_ongoing: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self.producers)
@@ -132,11 +134,22 @@ class ProducerStateManager:
             header.base_sequence, header.last_sequence, header.base_offset, header.last_offset,
             header.max_timestamp))
 
+    def load_marker(self, producer_id: int, epoch: int) -> None:
+        """A transaction marker: its epoch fences older ones (sequences go on in the same
+        epoch, as in Kafka's transaction version 1)."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            entry = self.producers[producer_id] = ProducerStateEntry(producer_id)
+        if epoch > entry.epoch:
+            entry.batches.clear()
+            entry.epoch = epoch
+
     # ---- snapshots ----
 
-    def write_snapshot(self, path: Path) -> None:
+    def write_snapshot(self, path: Path, txn_ongoing: dict[int, int] | None = None) -> None:
         data = {
             "version": 1,
+            "ongoing": [[pid, first] for pid, first in (txn_ongoing or {}).items()],
             "producers": [
                 {"id": e.producer_id, "epoch": e.epoch,
                  "batches": [[b.first_seq, b.last_seq, b.first_offset, b.last_offset,
@@ -155,7 +168,9 @@ class ProducerStateManager:
                 entry = ProducerStateEntry(int(p["id"]), int(p["epoch"]))
                 entry.batches.extend(BatchMetadata(*map(int, b)) for b in p["batches"])
                 producers[entry.producer_id] = entry
+            ongoing = {int(pid): int(first) for pid, first in data.get("ongoing", ())}
         except (OSError, ValueError, KeyError, TypeError):
             return False
         self.producers = producers
+        self.txn_ongoing = ongoing
         return True

@@ -51,17 +51,3 @@ def test_stop_does_not_wait_for_a_parked_join(nerve_factory, unique_topic):
     c.close()
     # The drain timeout is 10 s; releasing the parked join lets shutdown finish well before.
     assert took < 5, f"shutdown took {took:.1f} s"
-
-
-def test_transactional_producer_is_refused_with_a_clear_error(nerve):
-    from confluent_kafka import KafkaException, Producer
-
-    p = Producer({"bootstrap.servers": nerve.bootstrap, "transactional.id": "tx-refused"})
-    try:
-        p.init_transactions(5)
-    except KafkaException as e:
-        error = e.args[0]
-    else:
-        raise AssertionError("transactions are not implemented: init_transactions must fail")
-    assert error.code() == 42  # INVALID_REQUEST, not a bare timeout
-    assert "Invalid request" in error.str()

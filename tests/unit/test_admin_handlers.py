@@ -405,5 +405,6 @@ async def test_init_producer_id_reinit_and_transactions(core: BrokerCore) -> Non
     half = await call(core, 22, 4, {"transactional_id": None, "transaction_timeout": 1000,
                                     "producer_id": 5, "producer_epoch": -1})
     assert half.error_code == E.invalid_request
+    # No transaction coordinator running in this core (tests/unit/test_transactions.py has one).
     txn = await call(core, 22, 4, {"transactional_id": "tx", "transaction_timeout": 1000})
-    assert (txn.error_code, txn.producer_id) == (E.invalid_request, -1)
+    assert (txn.error_code, txn.producer_id) == (E.coordinator_not_available, -1)
