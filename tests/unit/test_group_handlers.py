@@ -144,9 +144,10 @@ async def test_find_coordinator_every_version(broker: FakeBroker) -> None:
                 ("a", 1, 9092), ("b", 1, 9092)]
         else:
             assert (r.error_code, r.node_id, r.host) == (ErrorCode.none, 1, "127.0.0.1")
-    # Transactional ids are sent here too, so that InitProducerId refuses them clearly.
+    # Transactional ids: this node once its transaction coordinator runs (none here).
     r = await call(broker, 10, 6, {"key_type": 1, "coordinator_keys": ["txn"]})
-    assert (r.coordinators[0].error_code, r.coordinators[0].node_id) == (ErrorCode.none, 1)
+    assert (r.coordinators[0].error_code, r.coordinators[0].node_id) == (
+        ErrorCode.coordinator_not_available, -1)
 
 
 async def test_describe_list_delete_every_version(broker: FakeBroker) -> None:
