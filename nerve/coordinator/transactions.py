@@ -37,6 +37,7 @@ from nerve.broker import BrokerCore, on_start, on_stop
 from nerve.coordinator.coordinator import coordinator_of
 from nerve.coordinator.offsets import OffsetAndMetadata, commit_op
 from nerve.protocol.errors import ErrorCode
+from nerve.storage.errors import StorageError
 
 log = logging.getLogger("nerve.transactions")
 
@@ -368,6 +369,12 @@ class TransactionCoordinator:
     async def end_txn(self, transactional_id: str, producer_id: int, epoch: int,
                       commit: bool) -> None:
         async with self._lock(transactional_id):
+            meta = self.txns.get(transactional_id)
+            prepared = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+            if (meta is not None and meta.state is prepared and meta.producer_id == producer_id
+                    and meta.producer_epoch == epoch):
+                await self._complete(meta, commit)  # an earlier attempt failed midway
+                return
             meta = self._check(transactional_id, producer_id, epoch)
             if meta.state is TxnState.ONGOING:
                 await self._end(meta, commit)
@@ -388,14 +395,14 @@ class TransactionCoordinator:
         """Markers on every partition (fsynced), then the offsets, then CompleteX."""
         now = self.now_ms()
         touched = []
-        for topic, partition in sorted(meta.partitions):
-            plog = self.core.logs.get_log(topic, partition)
-            if plog is None:
-                continue  # deleted meanwhile
-            plog.append_marker(meta.producer_id, meta.producer_epoch, commit, now_ms=now)
-            touched.append(plog)
-            self.core.waiters.notify(topic, partition)
         try:
+            for topic, partition in sorted(meta.partitions):
+                plog = self.core.logs.get_log(topic, partition)
+                if plog is None:
+                    continue  # deleted meanwhile
+                plog.append_marker(meta.producer_id, meta.producer_epoch, commit, now_ms=now)
+                touched.append(plog)
+                self.core.waiters.notify(topic, partition)
             if touched:
                 await self.core.logs.flush(touched)
             groups = coordinator_of(self.core)
@@ -403,7 +410,9 @@ class TransactionCoordinator:
                 await groups.store.append([commit_op(g, tp, om)
                                            for g, offs in meta.pending_offsets.items()
                                            for tp, om in offs.items()])
-        except OSError as e:
+        except (OSError, StorageError) as e:
+            # Stays PrepareX: a retried EndTxn (CONCURRENT_TRANSACTIONS until then) or the next
+            # start completes it; markers written twice are harmless.
             log.error("completing transaction %r failed: %s", meta.transactional_id, e)
             raise TxnError(ErrorCode.coordinator_not_available, str(e)) from e
         meta.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
