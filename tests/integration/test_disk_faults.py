@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from tests.helpers import NerveProcess
 from tests.integration.test_produce_consume import create_topic
@@ -137,6 +137,9 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
     plain = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": False,
                       "acks": 1, "retries": 0, "linger.ms": 5, "message.timeout.ms": 120000})
     idem_d, plain_d = _Deliveries(), _Deliveries()
+    group = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-g",
+                      "enable.auto.commit": False})
+    group.commit(offsets=[TopicPartition(topic, p, 1) for p in range(2)], asynchronous=False)
     n = 0
 
     def produce(count: int) -> None:
@@ -163,8 +166,24 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
         p.poll(1)
     assert {code for code, _ in plain_d.errors} == {STORAGE_ERROR}, plain_d.errors[:3]
     assert not idem_d.errors, idem_d.errors[:3]  # retried, not failed
+    # An offset commit on the full disk is refused and the last acknowledged one stays
+    # (metadata big enough to need new pages; the rest of the space is taken first).
+    top_up = tmpfs / "filler2"
+    fd = os.open(top_up, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(KafkaException) as refused:
+        group.commit(offsets=[TopicPartition(topic, p, 9, metadata="m" * 3000)
+                              for p in range(2)], asynchronous=False)
+    assert refused.value.args[0].code() == KafkaError.COORDINATOR_NOT_AVAILABLE
 
     filler.unlink()  # space comes back: no restart
+    top_up.unlink()
     produce(300)
     assert idem.flush(60) == 0 and plain.flush(60) == 0
     assert not idem_d.errors, idem_d.errors[:3]
@@ -186,6 +205,10 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
     stored = consume_all(broker.bootstrap, topic, 2)
     check_log_matches_acks(stored, idem_d, plain_d)
     assert len(idem_d.acked) == n  # every idempotent record made it, once
+    group = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-g"})
+    committed = group.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    assert [tp.offset for tp in committed] == [1, 1]
+    group.close()
 
 
 def test_unwritable_partition_dir_fails_rolls_then_resumes(nerve_factory, unique_topic, tmp_path):
