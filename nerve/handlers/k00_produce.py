@@ -85,7 +85,10 @@ def _append(
     try:
         info = plog.append(buf, headers, now_ms=ctx.now_ms())
     except DuplicateSequenceError as e:
-        # Kafka answers a retried batch with the offsets it got the first time.
+        # Kafka answers a retried batch with the offsets it got the first time, and (acks=all)
+        # only once the original is durable: it may still wait for its fsync, which may fail.
+        if e.last_offset >= 0:
+            touched.append((plog, e.last_offset + 1, plog.truncations, parts, len(parts)))
         return ProducePartitionResult(index, ErrorCode.none, e.base_offset, e.log_append_time,
                                       plog.log_start_offset)
     except OutOfOrderSequenceError as e:

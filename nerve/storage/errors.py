@@ -58,9 +58,11 @@ class DuplicateSequenceError(StorageError):
     carry (log_append_time is -1 for CreateTime topics).
     """
 
-    def __init__(self, base_offset: int, log_append_time: int, message: str = "") -> None:
+    def __init__(self, base_offset: int, log_append_time: int, message: str = "",
+                 last_offset: int = -1) -> None:
         super().__init__(message or f"duplicate batch, originally at offset {base_offset}")
         self.base_offset = base_offset
+        self.last_offset = last_offset
         self.log_append_time = log_append_time
 
 

@@ -99,7 +99,8 @@ class ProducerStateManager:
             dup = entry.find_duplicate(epoch, first_seq, last_seq)
             if dup is not None:
                 raise DuplicateSequenceError(dup.first_offset,
-                                             dup.timestamp if log_append_time else -1)
+                                             dup.timestamp if log_append_time else -1,
+                                             last_offset=dup.last_offset)
             if epoch < entry.epoch:
                 raise InvalidProducerEpochError(
                     f"producer {pid}: epoch {epoch} is older than {entry.epoch}")

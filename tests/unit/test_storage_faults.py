@@ -189,3 +189,54 @@ async def test_fsync_failure_of_one_log_spares_the_others(tmp_path: Path, monkey
     assert good.acknowledged(2, 0) and good.log_end_offset == 2
     monkeypatch.undo()
     await m.stop()
+
+
+async def test_acks_all_retry_of_an_unflushed_batch_waits_for_its_fsync(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An idempotent retry (a duplicate) of a batch first sent with acks=1 is answered with
+    the original offsets only once they are fsynced; when that fsync fails, the original is
+    cut and the retry is answered KAFKA_STORAGE_ERROR, not success."""
+    from nerve.broker import BrokerCore
+    from nerve.handlers import DeferredResponse, RequestContext, k00_produce, load_handlers
+    from nerve.protocol.errors import ErrorCode
+    from nerve.protocol.framing import RequestHeader
+
+    load_handlers()
+    core = BrokerCore(tmp_path / "data", BrokerConfig({}), advertised_host="127.0.0.1",
+                      advertised_port=9092)
+    core.load()
+    core.logs.create_topic("t", 1)
+    answers: list[Any] = []
+    monkeypatch.setattr(k00_produce, "encode_produce_response",
+                        lambda version, responses: answers.append(responses) or b"")
+
+    async def produce(acks: int) -> int:
+        class Part:
+            index = 0
+            records = bytes(idempotent(0))
+
+        class Topic:
+            name = "t"
+            partition_data = [Part()]
+
+        class Request:
+            topic_data = [Topic()]
+
+        Request.acks = acks  # type: ignore[attr-defined]
+        ctx = RequestContext(core, RequestHeader(0, 9, 1, "unit", 0), "127.0.0.1", 1, 1)
+        result = await k00_produce.handle_produce(ctx, Request())
+        if isinstance(result, DeferredResponse):
+            await result.ready
+        return answers[-1][0][1][0].error_code
+
+    assert await produce(1) == ErrorCode.none  # written, not fsynced
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", failing(real_fsync, errno.EIO, lambda fd: True))
+    assert await produce(-1) == ErrorCode.kafka_storage_error  # its retry
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert await produce(-1) == ErrorCode.none  # appended again (it was cut), now durable
+    log = core.logs.get_log("t", 0)
+    assert log is not None and log.log_end_offset == 2 and log.recovery_point == 2
+    core.logs.close()
+    core.lock.release()
