@@ -17,7 +17,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
-from nerve.storage.errors import OffsetOutOfRangeError
+from nerve.storage.errors import KafkaStorageError, OffsetOutOfRangeError
 
 log = logging.getLogger("nerve.admin")
 
@@ -37,6 +37,10 @@ def _delete(ctx: RequestContext, topic: str, partition: int, offset: int) -> dic
         start = plog.delete_records_before(offset)
     except OffsetOutOfRangeError:
         out["error_code"] = ErrorCode.offset_out_of_range
+        return out
+    except KafkaStorageError as e:  # a full or unwritable disk: nothing changed
+        log.warning("delete records %s-%d before %d: %s", topic, partition, offset, e)
+        out["error_code"] = ErrorCode.kafka_storage_error
         return out
     out["low_watermark"] = start
     log.info("delete records %s-%d before %d: log start offset now %d",

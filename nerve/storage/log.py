@@ -572,10 +572,15 @@ class PartitionLog:
                 f"offset {offset} is outside [0, {self.high_watermark}] of {self.name}")
         if offset <= self.log_start_offset:
             return self.log_start_offset
+        # Renamed into place now (survives a process crash); fsynced by the next flush. The
+        # new start offset only takes effect once its file is written.
+        try:
+            write_file_atomic(self.directory / LOG_START_OFFSET_FILE, f"{offset}\n".encode(),
+                              durable=False)
+        except OSError as e:
+            raise KafkaStorageError(f"{self.name}: writing {LOG_START_OFFSET_FILE} failed: "
+                                    f"{e.strerror or e}") from None
         self.log_start_offset = offset
-        # Renamed into place now (survives a process crash); fsynced by the next flush.
-        write_file_atomic(self.directory / LOG_START_OFFSET_FILE, f"{offset}\n".encode(),
-                          durable=False)
         self._lso_file_dirty = True
         while len(self.segments) > 1 and self.segments[1].base_offset <= offset:
             self._delete_oldest()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.helpers import NerveProcess
 from tests.integration.test_produce_consume import create_topic
@@ -181,6 +182,12 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
         group.commit(offsets=[TopicPartition(topic, p, 9, metadata="m" * 3000)
                               for p in range(2)], asynchronous=False)
     assert refused.value.args[0].code() == KafkaError.COORDINATOR_NOT_AVAILABLE
+    # So is DeleteRecords (its log-start-offset file cannot be written): nothing changes.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    deleted = admin.delete_records([TopicPartition(topic, 0, 1)])
+    with pytest.raises(KafkaException) as refused:
+        next(iter(deleted.values())).result(timeout=30)
+    assert refused.value.args[0].code() == STORAGE_ERROR
 
     filler.unlink()  # space comes back: no restart
     top_up.unlink()
