@@ -177,7 +177,6 @@ class PartitionLog:
         self._lso_file_dirty = False
         self._needs_sync = False  # a fault truncation waits to be fsynced
         # Storage faults (see _storage_fault): the current burst, for one log line per burst.
-        self.storage_faults = 0
         self.truncations = 0  # fault truncations: an append made before one is not durable
         self._repair_to: int | None = None  # a fault truncation still to be done
         self._fault_since = -1
@@ -439,7 +438,6 @@ class PartitionLog:
                       "failures are not logged)", self.name, what, e, detail)
         self._faults_in_burst += 1
         self._fault_last_ms = now_ms
-        self.storage_faults += 1
         return KafkaStorageError(f"{self.name}: {what} failed: {e.strerror or e}")
 
     def fail_flush(self, e: OSError) -> None:
