@@ -53,6 +53,9 @@ class DataDirLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(data_dir, fd)
 
+    def __del__(self) -> None:  # an owner dropped without release() (tests, errors)
+        self.release()
+
     def release(self) -> None:
         """Unlock (closing the fd drops the flock). The file stays: it is only a name."""
         fd, self._fd = self._fd, -1
