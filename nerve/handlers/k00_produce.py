@@ -11,7 +11,8 @@ Behaviour:
   sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a stale epoch is INVALID_PRODUCER_EPOCH.
 - Transactional batches: the producer's transaction must be Ongoing and hold the partition
   (AddPartitionsToTxn), else INVALID_TXN_STATE; a fenced (older) epoch is
-  INVALID_PRODUCER_EPOCH, an unknown producer id INVALID_PRODUCER_ID_MAPPING.
+  INVALID_PRODUCER_EPOCH, an unknown producer id INVALID_PRODUCER_ID_MAPPING; a request
+  without transactional_id carrying one: TRANSACTIONAL_ID_AUTHORIZATION_FAILED (as Kafka).
 - acks=0: no response at all. acks=1: answered once the write reached the OS. acks=-1 (all):
   answered after an fsync when `acks.all.fsync` is true (the default), one fsync round for
   every request waiting at that moment (group commit); the answer is deferred, so the
@@ -54,7 +55,7 @@ _Appended = tuple[PartitionLog, int, int, list[ProducePartitionResult], int]
 
 def _append(
     ctx: RequestContext, topic: str, index: int, records: bytes | None, touched: list[_Appended],
-    parts: list[ProducePartitionResult],
+    parts: list[ProducePartitionResult], transactional_id: str | None = None,
 ) -> ProducePartitionResult:
     plog = ctx.broker.logs.get_log(topic, index)
     if plog is None:
@@ -79,6 +80,8 @@ def _append(
         return ProducePartitionResult(index, ErrorCode.invalid_record, error_message=str(e))
     first = headers[0][1]
     if first.is_transactional:
+        if transactional_id is None:  # Kafka's authorization check needs the id
+            return ProducePartitionResult(index, ErrorCode.transactional_id_authorization_failed)
         code = _check_transactional(ctx, first.producer_id, first.producer_epoch, topic, index)
         if code is not ErrorCode.none:
             return ProducePartitionResult(index, code)
@@ -133,7 +136,8 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                      for p in topic_data.partition_data]
         else:
             for p in topic_data.partition_data:
-                parts.append(_append(ctx, name, p.index, p.records, touched, parts))
+                parts.append(_append(ctx, name, p.index, p.records, touched, parts,
+                                     request.transactional_id))
         if acct is not None:  # who writes where, for the console's backbone map
             acct.record_produce(ctx.header.client_id, ctx.client_host, name,
                                 sum(len(p.records or b"") for p in topic_data.partition_data))

@@ -9,6 +9,7 @@ running: COORDINATOR_NOT_AVAILABLE.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from nerve.coordinator.transactions import transactions_of
@@ -17,9 +18,15 @@ from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
 
 
+def _time(ms: int) -> datetime.datetime:
+    # -1 (no open transaction) as Kafka sends it: kio's writer takes a datetime, never None.
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+        milliseconds=ms)
+
+
 def _missing(tid: str, code: ErrorCode) -> dict[str, Any]:
     return {"error_code": code, "transactional_id": tid, "transaction_state": "",
-            "transaction_timeout": 0, "transaction_start_time": -1, "producer_id": -1,
+            "transaction_timeout": 0, "transaction_start_time": _time(0), "producer_id": -1,
             "producer_epoch": -1, "topics": []}
 
 
@@ -41,7 +48,7 @@ async def handle_describe_transactions(ctx: RequestContext, request: Any) -> Any
         states.append({
             "error_code": ErrorCode.none, "transactional_id": tid,
             "transaction_state": meta.state.value, "transaction_timeout": meta.timeout_ms,
-            "transaction_start_time": meta.start_ms, "producer_id": meta.producer_id,
+            "transaction_start_time": _time(meta.start_ms), "producer_id": meta.producer_id,
             "producer_epoch": meta.producer_epoch,
             "topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()],
         })
