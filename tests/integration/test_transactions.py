@@ -227,3 +227,46 @@ def test_a_timeout_above_the_broker_maximum_is_refused_clearly(nerve_factory):
     with pytest.raises(KafkaException) as e:
         p.init_transactions(10)
     assert e.value.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, e.value
+
+
+def test_kafka_python_transactional_producer(nerve, unique_topic):
+    from kafka import KafkaProducer
+
+    topic = unique_topic()
+    create_topic(nerve.bootstrap, topic, 2)
+    p = KafkaProducer(bootstrap_servers=nerve.bootstrap, transactional_id="kp-txn")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(10):
+            p.send(topic, f"kp-commit-{i}".encode(), partition=i % 2)
+        p.commit_transaction()
+        p.begin_transaction()
+        for i in range(10):
+            p.send(topic, f"kp-abort-{i}".encode(), partition=i % 2)
+        p.flush()
+        p.abort_transaction()
+    finally:
+        p.close(timeout=10)
+    got = consume_all(nerve.bootstrap, topic, 2, "read_committed", expect=10)
+    assert sorted(got) == sorted(f"kp-commit-{i}".encode() for i in range(10))
+
+
+async def test_aiokafka_transactional_producer(nerve, unique_topic):
+    from aiokafka import AIOKafkaProducer
+
+    topic = unique_topic()
+    create_topic(nerve.bootstrap, topic)
+    p = AIOKafkaProducer(bootstrap_servers=nerve.bootstrap, transactional_id="aio-txn")
+    await p.start()
+    try:
+        async with p.transaction():
+            for i in range(5):
+                await p.send(topic, f"aio-commit-{i}".encode())
+        await p.begin_transaction()
+        await p.send_and_wait(topic, b"aio-abort")
+        await p.abort_transaction()
+    finally:
+        await p.stop()
+    got = consume_all(nerve.bootstrap, topic, 1, "read_committed", expect=5)
+    assert got == [f"aio-commit-{i}".encode() for i in range(5)]
