@@ -13,7 +13,9 @@ answered. EndTxn: PrepareX is durable, then the markers are written to every par
 fsynced, staged offsets are committed (or dropped), then CompleteX. At start a transaction found
 in PrepareCommit/PrepareAbort is completed; an Ongoing one is aborted once past its timeout
 (checked every `transaction.abort.timed.out.transaction.cleanup.interval.ms`), with an epoch
-bump that fences its producer, as Kafka does.
+bump that fences its producer, as Kafka does. Ids idle (no open transaction) for
+`transactional.id.expiration.ms` are forgotten (checked every
+`transaction.remove.expired.transaction.cleanup.interval.ms`).
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ class TransactionCoordinator:
         self.abort_interval_ms = config.get_int(
             "transaction.abort.timed.out.transaction.cleanup.interval.ms")
         self.id_expiration_ms = config.get_int("transactional.id.expiration.ms")
+        self.remove_interval_ms = config.get_int(
+            "transaction.remove.expired.transaction.cleanup.interval.ms")
         self.log = TxnLog(core.data_dir)
         self.txns: dict[str, TxnMetadata] = {}
         self.by_pid: dict[int, TxnMetadata] = {}
@@ -455,13 +459,36 @@ class TransactionCoordinator:
                 count += 1
         return count
 
+    async def remove_expired(self) -> int:
+        """Kafka's transactional.id.expiration.ms: forget ids with no open transaction whose
+        last change is older than that (a later InitProducerId starts afresh)."""
+        now = self.now_ms()
+        idle = (TxnState.EMPTY, TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT)
+        expired = [m for m in self.txns.values()
+                   if m.state in idle and now - m.update_ms >= self.id_expiration_ms
+                   and not self._lock(m.transactional_id).locked()]
+        if not expired:
+            return 0
+        await self.log.write([], deleted=tuple(m.transactional_id for m in expired))
+        for m in expired:
+            self.txns.pop(m.transactional_id, None)
+            if self.by_pid.get(m.producer_id) is m:
+                del self.by_pid[m.producer_id]
+            self._locks.pop(m.transactional_id, None)
+        log.info("removed %d expired transactional id(s)", len(expired))
+        return len(expired)
+
     async def _sweep_loop(self) -> None:
+        last_removal = self.now_ms()
         while True:
             await asyncio.sleep(self.abort_interval_ms / 1000)
             try:
                 await self.abort_timed_out()
+                if self.now_ms() - last_removal >= self.remove_interval_ms:
+                    last_removal = self.now_ms()
+                    await self.remove_expired()
             except (TxnError, OSError) as e:
-                log.error("aborting timed-out transactions failed: %s", e)
+                log.error("transaction timeout/expiration pass failed: %s", e)
 
 
 def transactions_of(core: Any) -> TransactionCoordinator | None:

@@ -174,3 +174,26 @@ async def test_an_open_transaction_past_its_timeout_is_aborted(core: BrokerCore)
     plog = core.logs.get_log("t", 0)
     assert plog is not None and plog.last_stable_offset == plog.high_watermark
     await asyncio.sleep(0)
+
+
+async def test_idle_transactional_ids_expire_and_stay_forgotten(tmp_path: Path) -> None:
+    core = await _core(tmp_path / "data")
+    txn = core.extensions["transactions"]
+    pid = (await init(core, tid="idle")).producer_id
+    busy = (await init(core, tid="busy")).producer_id
+    await call(core, 24, 3, {
+        "v3_and_below_transactional_id": "busy", "v3_and_below_producer_id": busy,
+        "v3_and_below_producer_epoch": 0,
+        "v3_and_below_topics": [{"name": "t", "partitions": [0]}]})
+    assert await txn.remove_expired() == 0  # 7 days by default
+    txn.id_expiration_ms = 0
+    assert await txn.remove_expired() == 1  # the Ongoing one stays
+    assert set(txn.txns) == {"busy"} and pid not in txn.by_pid
+    await _close(core)
+    core = await _core(tmp_path / "data")
+    try:
+        assert set(core.extensions["transactions"].txns) == {"busy"}
+        again = await init(core, tid="idle")
+        assert (again.producer_id, again.producer_epoch) != (pid, 1)  # a fresh start
+    finally:
+        await _close(core)
