@@ -171,7 +171,10 @@ async def _serve(
             await stopping[0]
         except Exception as e:
             # Not marked clean: the next start recovers the logs from their recovery point.
-            logging.getLogger("nerve").error("shutdown failed: %s", e, exc_info=e)
+            # A disk fault (full, EIO) is one line; anything else is a bug: its traceback.
+            logging.getLogger("nerve").error(
+                "shutdown failed: %s; the data dir is not marked clean, the next start "
+                "recovers it", e, exc_info=None if isinstance(e, OSError) else e)
             raise SystemExit(1) from None
     logging.getLogger("nerve").info("stopped cleanly")
 

@@ -114,6 +114,19 @@ def check_log_matches_acks(stored: list[tuple[int, int, str]], *acks: _Deliverie
     assert not moved, f"acknowledged at one offset, stored at another: {moved[:3]}"
 
 
+def fill(path: Path) -> Path:
+    """Take every free block of the filesystem with one file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
 def broker_storage_lines(broker: NerveProcess) -> list[str]:
     return [ln for ln in broker.log_text().splitlines() if "KAFKA_STORAGE_ERROR" in ln]
 
@@ -169,15 +182,7 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
     assert not idem_d.errors, idem_d.errors[:3]  # retried, not failed
     # An offset commit on the full disk is refused and the last acknowledged one stays
     # (metadata big enough to need new pages; the rest of the space is taken first).
-    top_up = tmpfs / "filler2"
-    fd = os.open(top_up, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    top_up = fill(tmpfs / "filler2")
     with pytest.raises(KafkaException) as refused:
         group.commit(offsets=[TopicPartition(topic, p, 9, metadata="m" * 3000)
                               for p in range(2)], asynchronous=False)
@@ -216,6 +221,18 @@ def test_full_disk_answers_storage_error_rolls_back_and_resumes(
     committed = group.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
     assert [tp.offset for tp in committed] == [1, 1]
     group.close()
+
+    # A clean stop on a full disk: one line, exit 1, not marked clean; the next start recovers.
+    fill(tmpfs / "filler3")
+    seen = len(broker.log_text())
+    assert broker.stop() == 1
+    stop_log = broker.log_text()[seen:]
+    assert "shutdown failed: [Errno 28]" in stop_log and "Traceback" not in stop_log, stop_log
+    (tmpfs / "filler3").unlink()
+    seen = len(broker.log_text())
+    broker.start()
+    assert "(unclean shutdown)" in broker.log_text()[seen:]
+    assert sorted(consume_all(broker.bootstrap, topic, 2)) == sorted(stored)
 
 
 def test_unwritable_partition_dir_fails_rolls_then_resumes(nerve_factory, unique_topic, tmp_path):
