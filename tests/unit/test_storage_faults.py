@@ -222,6 +222,7 @@ async def test_acks_all_retry_of_an_unflushed_batch_waits_for_its_fsync(
 
         class Request:
             topic_data = [Topic()]
+            transactional_id = None
 
         Request.acks = acks  # type: ignore[attr-defined]
         ctx = RequestContext(core, RequestHeader(0, 9, 1, "unit", 0), "127.0.0.1", 1, 1)
