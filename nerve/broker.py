@@ -12,7 +12,6 @@ import base64
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -26,7 +25,9 @@ from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
 from nerve.server.buffers import ReadBufferPool
-from nerve.server.connection import KafkaConnection
+from nerve.server.connection import READ_BUFFER_BYTES, KafkaConnection
+from nerve.server.listener import Listener, bind, connection_limit
+from nerve.server.memory import RequestMemoryPool
 from nerve.storage.lock import DataDirLock
 from nerve.storage.log_manager import LogManager
 
@@ -143,7 +144,8 @@ class Broker:
         self.port = port
         self.advertised_host = advertised_host
         self.core: BrokerCore | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._server: Listener | None = None
+        self.memory: RequestMemoryPool | None = None
         self._connections: set[KafkaConnection] = set()
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -155,16 +157,14 @@ class Broker:
 
     async def start(self) -> None:
         self._stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
         # The data dir first (a second broker is refused before it binds or reads anything),
         # then the socket, so that port 0 resolves to the port clients are then told about.
         lock = DataDirLock.acquire(self.data_dir)
         try:
-            sock = socket.create_server((self.host, self.port), reuse_port=False)
+            sock = bind(self.host, self.port)  # ListenError: one line for `nerve serve`
         except BaseException:
             lock.release()
             raise
-        sock.setblocking(False)
         self.port = sock.getsockname()[1]
         # Handler modules register the start hooks of the subsystems they use (groups, ...).
         load_handlers()
@@ -186,12 +186,23 @@ class Broker:
             raise
         self.core = core
         dispatcher = Dispatcher(core)
-        max_frame = self.config.get_int("socket.request.max.bytes")
-        buffers = ReadBufferPool()  # shared by this broker's connections (one event loop)
-        self._server = await loop.create_server(
-            lambda: KafkaConnection(dispatcher, max_frame, self._connections, buffers),
-            sock=sock,
+        cfg = self.config
+        max_frame = cfg.get_int("socket.request.max.bytes")
+        # Shared by this broker's connections (one event loop): buffers for fetch answers,
+        # the request memory budget, the one read buffer every socket is read into.
+        buffers = ReadBufferPool()
+        self.memory = memory = RequestMemoryPool(cfg.get_int("queued.max.request.bytes"))
+        read_buffer = bytearray(READ_BUFFER_BYTES)
+        self._server = Listener(
+            sock,
+            lambda: KafkaConnection(dispatcher, max_frame, self._connections, buffers, memory,
+                                    read_buffer),
+            self._connections,
+            max_connections=connection_limit(cfg.get_int("max.connections")),
+            max_connections_per_ip=cfg.get_int("max.connections.per.ip"),
+            idle_ms=cfg.get_int("connections.max.idle.ms"),
         )
+        self._server.start()
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Graceful shutdown: stop accepting, answer what is in flight, flush, close files."""
@@ -208,8 +219,6 @@ class Broker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.gather(*idle), drain_timeout_s)
             await asyncio.gather(*(c.shutdown() for c in conns))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
             if self.core is not None:
                 for hook in _STOP_HOOKS:

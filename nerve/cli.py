@@ -14,6 +14,7 @@ import click
 
 from nerve import __version__
 from nerve.config import BrokerConfig, ConfigError
+from nerve.server.listener import ListenError
 from nerve.storage.errors import DataDirLockedError
 
 
@@ -100,8 +101,8 @@ def serve(
             uvloop.run(main_coro)
         else:
             asyncio.run(main_coro)
-    except DataDirLockedError as e:
-        # A second broker on a live data dir: one line, exit 2, nothing touched.
+    except (DataDirLockedError, ListenError) as e:
+        # A second broker on a live data dir, or a port that cannot be had: one line, exit 2.
         click.echo(f"nerve: {e}", err=True)
         sys.exit(2)
 

@@ -42,7 +42,7 @@ class Dispatcher:
         self.registry = load_handlers()
 
     async def handle(
-        self, frame: bytes, client_host: str, client_port: int, connection_id: int
+        self, frame: bytes | memoryview, client_host: str, client_port: int, connection_id: int
     ) -> Parts | asyncio.Future[Parts | None] | None:
         """The response's parts, None for no response, or a future of either (deferred)."""
         try:

@@ -71,7 +71,7 @@ class FrameDecoder:
             self._pos = 0
 
 
-def _skip_tagged_fields(frame: bytes, pos: int) -> int:
+def _skip_tagged_fields(frame: bytes | memoryview, pos: int) -> int:
     count, pos = read_uvarint(frame, pos)
     for _ in range(count):
         _tag, pos = read_uvarint(frame, pos)
@@ -98,7 +98,7 @@ def read_uvarint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise FramingError("varint too long")
 
 
-def parse_request_header(frame: bytes, *, flexible: bool) -> RequestHeader:
+def parse_request_header(frame: bytes | memoryview, *, flexible: bool) -> RequestHeader:
     """Request header v1 (or v2 when `flexible`: the same plus tagged fields).
 
     client_id stays a classic int16-length string even in header v2.
@@ -112,14 +112,14 @@ def parse_request_header(frame: bytes, *, flexible: bool) -> RequestHeader:
     if n >= 0:
         if pos + n > len(frame):
             raise FramingError("client_id runs past the end of the frame")
-        client_id = frame[pos : pos + n].decode("utf-8", "replace")
+        client_id = str(frame[pos : pos + n], "utf-8", "replace")
         pos += n
     if flexible:
         pos = _skip_tagged_fields(frame, pos)
     return RequestHeader(api_key, api_version, correlation_id, client_id, pos)
 
 
-def peek_api(frame: bytes) -> tuple[int, int, int]:
+def peek_api(frame: bytes | memoryview) -> tuple[int, int, int]:
     """(api_key, api_version, correlation_id) without parsing the rest."""
     if len(frame) < 8:
         raise FramingError(f"request header needs 8 bytes, frame has {len(frame)}")

@@ -1,5 +1,11 @@
 """One client connection: bytes in, frames to the dispatcher in order, bytes out.
 
+Reading (a BufferedProtocol): the loop reads each socket into the broker's one read buffer;
+complete small frames are copied out, a large frame gets a buffer of its exact size that the
+socket then fills directly. Every frame is counted against the broker's request memory budget
+(`queued.max.request.bytes`, memory.py) until its handler returns; past the budget, or with
+`MAX_QUEUED_FRAMES` read ahead, the connection stops reading its socket.
+
 Kafka clients pipeline requests (librdkafka sends several at once) and rely on answers in
 request order, so each connection runs one worker that handles its frames one at a time.
 A handler may defer its answer (Produce acks=all until its fsync): the worker then moves on
@@ -16,19 +22,33 @@ import contextlib
 import itertools
 import logging
 import os
+import struct
 from typing import TYPE_CHECKING, Any
 
 from nerve.handlers.dispatch import CloseConnection, Dispatcher
-from nerve.protocol.framing import FrameDecoder, FramingError
+from nerve.protocol.framing import FramingError
 
 if TYPE_CHECKING:
     from nerve.server.buffers import ReadBufferPool
+    from nerve.server.memory import RequestMemoryPool
     from nerve.storage.log import FileRegion
 
 log = logging.getLogger("nerve.server")
 
+# Requests read ahead of the one being handled, per connection (reading pauses at the bound;
+# what one read brought beyond it waits unframed), and answers waiting to be written.
 MAX_QUEUED_FRAMES = 64
 MAX_PENDING_RESPONSES = 32
+# The broker's shared read buffer (asyncio reads at most 256 KiB at a time too).
+READ_BUFFER_BYTES = 256 * 1024
+# An incomplete frame at least this large gets a buffer of its exact size, filled straight
+# from the socket: its bytes are held once, never grown or copied. Smaller ones are copied
+# out of the read buffer (one copy, as asyncio's own bytes would cost).
+LARGE_FRAME_BYTES = 64 * 1024
+# Fair service: a connection whose requests never make its worker wait (Metadata, ListOffsets,
+# answers the socket takes at once) yields to the loop after this much time, so one client
+# pipelining thousands of requests takes turns with the others instead of running them all.
+FAIR_SLICE_S = 0.002
 # File regions at least this large go out with os.sendfile (zero-copy); smaller ones are read
 # into a pooled buffer (buffers.py) and sent with the headers in one writev. Measured here on
 # loopback (librdkafka, 1 KiB records, 1 MiB per partition per fetch), consumed records/s:
@@ -41,25 +61,42 @@ MAX_PENDING_RESPONSES = 32
 # process matters more.
 SENDFILE_MIN_BYTES = 16 * 1024 * 1024
 _IOV_MAX = 1024
+_I32 = struct.Struct(">i")
 _ids = itertools.count(1)
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(
         self,
         dispatcher: Dispatcher,
         max_frame_bytes: int,
         connections: set[KafkaConnection],
         buffers: ReadBufferPool,
+        memory: RequestMemoryPool,
+        read_buffer: bytearray,
     ) -> None:
         self.dispatcher = dispatcher
         self._buffers = buffers  # the broker's, shared by its connections
-        self.decoder = FrameDecoder(max_frame_bytes)
+        self._memory = memory  # queued.max.request.bytes, shared by the broker's connections
+        self._max_frame = max_frame_bytes
+        # The broker's read buffer, shared by its connections: the loop reads one socket at a
+        # time into it and buffer_updated() copies out what it keeps before returning.
+        self._scratch = memoryview(read_buffer)
+        self._carry = bytearray()  # read but not yet framed: a partial frame, or frames beyond
+        # the queue's bound. A large frame is read straight into its own buffer instead:
+        self._big: bytearray | None = None
+        self._big_view: memoryview | None = None
+        self._big_filled = 0
+        self._reserved = 0  # bytes reserved for the next large frame, before it is allocated
+        self._pool_waiter: Any = None
         self.connections = connections
         self.connection_id = next(_ids)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("?", 0)
-        self._frames: collections.deque[bytes] = collections.deque()
+        self.on_lost: Any = None  # the listener's connection count
+        self._loop = asyncio.get_event_loop()
+        self.last_active = self._loop.time()  # a request read or an answer written (idle reaper)
+        self._frames: collections.deque[bytes | memoryview] = collections.deque()
         self._wakeup: asyncio.Event = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -83,29 +120,155 @@ class KafkaConnection(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
         self.connections.add(self)
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._worker = self._loop.create_task(self._run())
 
-    def data_received(self, data: bytes) -> None:
-        self.decoder.receive_data(data)
+    # ---- reading: frames are held once, and only as many as the budget allows
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big_view is not None:
+            return self._big_view[self._big_filled:]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            while (frame := self.decoder.next_frame()) is not None:
-                self._frames.append(frame)
+            if self._big_view is not None:
+                self._big_filled += nbytes
+                if self._big_filled == len(self._big_view):
+                    self._frames.append(self._big_view.toreadonly())
+                    self._big = self._big_view = None
+                    self.last_active = self._loop.time()
+            elif self._carry:
+                self._carry += self._scratch[:nbytes]
+                self._frame_carry()
+            else:
+                data = self._scratch[:nbytes]
+                pos = self._frame_from(data)
+                if pos < nbytes:
+                    self._carry = bytearray(data[pos:])
         except FramingError as e:
             self.close(f"framing error: {e}")
             return
+        self._after_read()
+
+    def _frame_carry(self) -> None:
+        with memoryview(self._carry) as view:
+            pos = self._frame_from(view)
+        if pos:
+            del self._carry[:pos]
+
+    def _frame_from(self, buf: memoryview) -> int:
+        """Take the complete frames at the start of `buf` (while the queue has room); return
+        how far they reach. A large incomplete frame gets its own buffer (budget allowing),
+        which takes what `buf` has of it and is then filled straight from the socket."""
+        frames = self._frames
+        end_of_data = len(buf)
+        pos = 0
+        taken = 0
+        while len(frames) < MAX_QUEUED_FRAMES and end_of_data - pos >= 4:
+            (size,) = _I32.unpack_from(buf, pos)
+            if size < 0 or size > self._max_frame:
+                raise FramingError(
+                    f"frame of {size} bytes is outside 0..{self._max_frame} "
+                    "(socket.request.max.bytes)")
+            end = pos + 4 + size
+            if end > end_of_data:
+                if size >= LARGE_FRAME_BYTES and self._start_large(size, buf[pos + 4:]):
+                    pos = end_of_data
+                break
+            frames.append(bytes(buf[pos + 4:end]))
+            taken += size
+            pos = end
+        if taken:
+            self._memory.take(taken)
+            self.last_active = self._loop.time()
+        return pos
+
+    def _start_large(self, size: int, head: memoryview) -> bool:
+        if self._reserved != size:
+            if self._pool_waiter is not None:
+                return False
+            if not self._memory.try_reserve(size):
+                self._pool_waiter = self._memory.wait(size, self._large_admitted)
+                return False
+        self._reserved = 0
+        self._big = bytearray(size)
+        self._big_view = memoryview(self._big)
+        self._big_view[: len(head)] = head
+        self._big_filled = len(head)
+        return True
+
+    def _large_admitted(self) -> None:
+        # The pool reserved the size of the frame at the head of the carry for us.
+        self._pool_waiter = None
+        self._reserved = _I32.unpack_from(self._carry, 0)[0]
+        self._frame_more()
+
+    def _room_admitted(self) -> None:
+        self._pool_waiter = None
+        self._frame_more()
+
+    def _frame_more(self) -> None:
+        """Frame what the carry still holds, then read on if the queue and budget allow."""
+        if self._closing:
+            return
+        if self._carry and self._big_view is None:
+            try:
+                self._frame_carry()
+            except FramingError as e:
+                self.close(f"framing error: {e}")
+                return
+        self._after_read()
+
+    def _after_read(self) -> None:
         if self._frames:
             self._wakeup.set()
-            if len(self._frames) >= MAX_QUEUED_FRAMES and not self._reading_paused:
-                assert self.transport is not None
-                self.transport.pause_reading()
-                self._reading_paused = True
+        # A frame being filled has its bytes reserved already: it reads on, or it would hold
+        # them while waiting for others that wait for them.
+        if self._pool_waiter is None and self._big_view is None and not self._closing \
+                and self._memory.should_pause():
+            self._pool_waiter = self._memory.wait(0, self._room_admitted)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while the queue has room and the budget is not waited for."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if self._reading_paused:
+            if self._pool_waiter is None and len(self._frames) < MAX_QUEUED_FRAMES // 2:
+                transport.resume_reading()
+                self._reading_paused = False
+        elif self._pool_waiter is not None or len(self._frames) >= MAX_QUEUED_FRAMES:
+            transport.pause_reading()
+            self._reading_paused = True
+
+    def _drop_read_state(self) -> None:
+        """Give back every byte this connection holds (it is closed)."""
+        held = sum(len(f) for f in self._frames) + self._reserved
+        if self._big_view is not None:
+            held += len(self._big_view)
+        self._frames.clear()
+        self._big = self._big_view = None
+        self._reserved = 0
+        self._carry = bytearray()
+        if self._pool_waiter is not None:
+            self._memory.cancel(self._pool_waiter)
+            self._pool_waiter = None
+        if held:
+            self._memory.release(held)
+
+    def eof_received(self) -> bool | None:
+        return None  # close (Kafka clients never half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Stays in `connections` until the worker ends, so shutdown can wait for it.
         self._closing = True
+        self._drop_read_state()
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost()
         if self._out_fd is not None:
             # The dup keeps the socket open: close it, and fail a send waiting on it.
-            asyncio.get_running_loop().remove_writer(self._out_fd)
+            self._loop.remove_writer(self._out_fd)
             os.close(self._out_fd)
             self._out_fd = None
             self._direct_disabled = True
@@ -121,20 +284,24 @@ class KafkaConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write.set()
+        self.last_active = self._loop.time()
 
     # ---- worker
     async def _run(self) -> None:
+        loop = self._loop
+        memory = self._memory
+        slice_start = loop.time()
         try:
             while not self._closing:
                 if not self._frames:
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                    slice_start = loop.time()
                     continue
                 frame = self._frames.popleft()
-                if self._reading_paused and len(self._frames) < MAX_QUEUED_FRAMES // 2:
-                    assert self.transport is not None
-                    self.transport.resume_reading()
-                    self._reading_paused = False
+                if len(self._frames) < MAX_QUEUED_FRAMES // 2 and (
+                        self._reading_paused or self._carry):
+                    self._frame_more()
                 self.idle.clear()
                 self._handling = True
                 try:
@@ -143,14 +310,21 @@ class KafkaConnection(asyncio.Protocol):
                     )
                 finally:
                     self._handling = False
+                    memory.release(len(frame))
+                    del frame
                 if self._outbox or isinstance(result, asyncio.Future):
                     self._queue_answer(result)
                     if len(self._outbox) >= MAX_PENDING_RESPONSES:
                         self._outbox_space.clear()
                         await self._outbox_space.wait()
-                    continue
-                await self._deliver(result)
-                self.idle.set()
+                else:
+                    await self._deliver(result)
+                    self.idle.set()
+                if self._frames:
+                    now = loop.time()
+                    if now - slice_start >= FAIR_SLICE_S:
+                        await asyncio.sleep(0)
+                        slice_start = loop.time()
         except CloseConnection as e:
             self.close(str(e))
         except (asyncio.CancelledError, Exception) as e:
@@ -161,7 +335,7 @@ class KafkaConnection(asyncio.Protocol):
     def _queue_answer(self, result: Any) -> None:
         self._outbox.append(result)
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
+            self._sender = self._loop.create_task(self._send_in_order())
 
     async def _send_in_order(self) -> None:
         """Write queued answers in request order, waiting for deferred ones to be ready."""
@@ -193,6 +367,7 @@ class KafkaConnection(asyncio.Protocol):
         if parts is None or self._closing:
             return
         await self._send(parts)
+        self.last_active = self._loop.time()
         if not self._can_write.is_set():
             await self._can_write.wait()
 
@@ -229,7 +404,11 @@ class KafkaConnection(asyncio.Protocol):
             if sock is None:
                 self._direct_disabled = True
                 return None
-            self._out_fd = os.dup(sock.fileno())
+            try:
+                self._out_fd = os.dup(sock.fileno())
+            except OSError:  # EMFILE: this connection writes through its transport
+                self._direct_disabled = True
+                return None
         return self._out_fd
 
     async def _send_direct(self, parts: list[bytes | FileRegion]) -> None:
@@ -292,16 +471,29 @@ class KafkaConnection(asyncio.Protocol):
             left -= sent
 
     async def _writable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter: asyncio.Future[None] = loop.create_future()
         loop.add_writer(fd, lambda: waiter.done() or waiter.set_result(None))
         self._write_waiter = waiter
         try:
             await waiter
+            self.last_active = loop.time()
         finally:
             self._write_waiter = None
             if not self._direct_disabled:
                 loop.remove_writer(fd)
+
+    @property
+    def busy(self) -> bool:
+        """A request is being handled, or reading waits for the memory budget."""
+        return self._handling or self._pool_waiter is not None
+
+    def close_idle(self, idle_s: float) -> None:
+        if self._closing:
+            return
+        log.info("closing connection %s from %s:%s: idle for %d ms (connections.max.idle.ms)",
+                 self.connection_id, self.peer[0], self.peer[1], idle_s * 1000)
+        self.close(None)
 
     async def shutdown(self) -> None:
         """Close and wait for the worker to end (broker shutdown, after draining)."""
