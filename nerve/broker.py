@@ -28,6 +28,7 @@ from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import READ_BUFFER_BYTES, KafkaConnection
 from nerve.server.listener import Listener, bind, connection_limit
 from nerve.server.memory import RequestMemoryPool
+from nerve.storage.handles import default_capacity, raise_open_file_limit, shared_cache
 from nerve.storage.lock import DataDirLock
 from nerve.storage.log_manager import LogManager
 
@@ -168,6 +169,10 @@ class Broker:
         self.port = sock.getsockname()[1]
         # Handler modules register the start hooks of the subsystems they use (groups, ...).
         load_handlers()
+        before, after = raise_open_file_limit()
+        shared_cache().resize(default_capacity(after))
+        log.info("open file limit %d%s", after,
+                 f" (raised from {before}, the hard limit)" if after > before else "")
         try:
             core = BrokerCore(
                 self.data_dir,

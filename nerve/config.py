@@ -100,6 +100,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "forget idle producer ids after this long"),
         ConfigDef("acks.all.fsync", "boolean", "true",
                   "nerve: answer acks=all only after fsync (group commit)"),
+        ConfigDef("max.partitions", "int", "0",
+                  "nerve (KIP-578's name): most partitions this broker holds; 0: 4 x the open "
+                  "file limit"),
         *(
             ConfigDef(t.broker_name, t.type, t.default, t.doc)
             for t in TOPIC_CONFIGS.values()

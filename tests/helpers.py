@@ -56,8 +56,12 @@ class NerveProcess:
         host: str = "127.0.0.1",
         log_path: Path | str | None = None,
         start_timeout: float = START_TIMEOUT,
+        open_file_limit: int | None = None,
     ) -> None:
+        """open_file_limit: run the broker with RLIMIT_NOFILE soft = hard = this (`ulimit -n`,
+        which the broker cannot raise)."""
         self.data_dir = Path(data_dir)
+        self.open_file_limit = open_file_limit
         self.host = host
         self._port_given = port is not None
         self.port = port if port is not None else free_port(host)
@@ -146,6 +150,7 @@ class NerveProcess:
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=REPO_ROOT,  # `python -m nerve` imports this checkout
                 env=env,
+                preexec_fn=None if self.open_file_limit is None else self._limit_files,
             )
         self.starts += 1
         self._signalled = False
@@ -172,6 +177,12 @@ class NerveProcess:
                     f"{self.start_timeout:.0f}s; log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
+
+    def _limit_files(self) -> None:  # in the child, before exec
+        import resource
+
+        n = self.open_file_limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
     def _terminate(self, sig: signal.Signals, timeout: float) -> int | None:
         if self.proc is None:

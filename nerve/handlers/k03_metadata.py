@@ -18,7 +18,12 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
-from nerve.storage.errors import InvalidTopicError, TopicExistsError
+from nerve.storage.errors import (
+    InvalidTopicError,
+    LogCreationError,
+    PartitionLimitError,
+    TopicExistsError,
+)
 from nerve.storage.log_manager import TopicInfo
 
 log = logging.getLogger("nerve.metadata")
@@ -68,6 +73,11 @@ def auto_create(ctx: RequestContext, name: str) -> TopicInfo | ErrorCode:
         return logs.topics[name]
     except InvalidTopicError:
         return ErrorCode.invalid_topic_exception
+    except PartitionLimitError as e:
+        log.warning("not auto-creating topic %s: %s", name, e)
+        return ErrorCode.policy_violation
+    except LogCreationError:  # logged by storage
+        return ErrorCode.kafka_storage_error
     log.info("auto-created topic %s for %s", name, ctx.header.client_id)
     return info
 

@@ -10,6 +10,12 @@ Behaviour:
 - Configs are checked against `nerve.config.TOPIC_CONFIGS`: unknown names, bad or null values
   are INVALID_CONFIG with an error message. Bad names: INVALID_TOPIC_EXCEPTION; an existing
   topic: TOPIC_ALREADY_EXISTS; a name given twice in one request: INVALID_REQUEST for each.
+- Partition limits, both POLICY_VIOLATION: more than 10,000 partitions in one request (Kafka's
+  MAX_PARTITIONS_PER_BATCH, with its message; every topic of the request fails), and a topic
+  that would take the broker past `max.partitions` (nerve's cap, KIP-578's name; default 4 x
+  the open file limit). Creation is all or nothing: a partition whose files cannot be created
+  (disk full, EMFILE) removes the topic's other new partitions and answers
+  KAFKA_STORAGE_ERROR.
 - validate_only runs every check, creates nothing, and still reports the would-be partitions,
   replication factor and configs (v5+), with a zero topic id (v7).
 - v5+ results carry num_partitions, replication_factor (1) and the topic's configs with their
@@ -28,9 +34,18 @@ from nerve.handlers import RequestContext, api
 from nerve.handlers.k32_describe_configs import topic_config_entries
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
-from nerve.storage.errors import InvalidPartitionsError, InvalidTopicError, TopicExistsError
+from nerve.storage.errors import (
+    InvalidPartitionsError,
+    InvalidTopicError,
+    LogCreationError,
+    PartitionLimitError,
+    TopicExistsError,
+)
 
 log = logging.getLogger("nerve.admin")
+
+# Kafka's ReplicationControlManager.MAX_PARTITIONS_PER_BATCH.
+MAX_PARTITIONS_PER_REQUEST = 10_000
 
 
 class AdminError(Exception):
@@ -101,10 +116,27 @@ _STORAGE_ERRORS: dict[type[Exception], ErrorCode] = {
     InvalidTopicError: ErrorCode.invalid_topic_exception,
     InvalidPartitionsError: ErrorCode.invalid_partitions,
     ConfigError: ErrorCode.invalid_config,
+    PartitionLimitError: ErrorCode.policy_violation,
+    LogCreationError: ErrorCode.kafka_storage_error,
 }
 
 
-def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
+def _requested_partitions(ctx: RequestContext, topics: list[Any]) -> int:
+    """Kafka's upper bound for the per-request check (bad counts count as 0)."""
+    total = 0
+    for t in topics:
+        if t.assignments:
+            total += len(t.assignments)
+        elif t.num_partitions == -1:
+            total += ctx.broker.config.get_int("num.partitions")
+        elif t.num_partitions > 0:
+            total += t.num_partitions
+    return total
+
+
+def _create(
+    ctx: RequestContext, t: Any, validate_only: bool, pending: list[int]
+) -> dict[str, Any]:
     logs = ctx.broker.logs
     try:
         # Kafka's error precedence: a bad name wins over bad partitions or configs.
@@ -112,6 +144,8 @@ def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
         num = _partition_count(ctx, t)
         overrides = _overrides(t)
         if validate_only:
+            logs.check_partition_limit(num, pending[0])
+            pending[0] += num
             topic_id, config = ZERO_UUID, TopicConfig(overrides, ctx.broker.config)
         else:
             info = logs.create_topic(t.name, num, overrides)
@@ -129,13 +163,19 @@ def _create(ctx: RequestContext, t: Any, validate_only: bool) -> dict[str, Any]:
 @api(19, "CreateTopics", 2, 7)
 async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
     names = Counter(t.name for t in request.topics)
+    too_many = _requested_partitions(
+        ctx, [t for t in request.topics if names[t.name] == 1]) > MAX_PARTITIONS_PER_REQUEST
+    pending = [0]  # partitions a validate_only request has counted so far
     results = []
     for t in request.topics:
         try:
             if names[t.name] > 1:
                 raise AdminError(ErrorCode.invalid_request,
                                  f"topic '{t.name}' appears more than once in the request")
-            results.append(_create(ctx, t, request.validate_only))
+            if too_many:
+                raise AdminError(ErrorCode.policy_violation,
+                                 "Excessively large number of partitions per request.")
+            results.append(_create(ctx, t, request.validate_only, pending))
         except AdminError as r:
             results.append({"name": t.name, "topic_id": ZERO_UUID, "error_code": r.code,
                             "error_message": r.message, "num_partitions": -1,

@@ -5,7 +5,9 @@ one is INVALID_PARTITIONS with Kafka's message; an unknown topic UNKNOWN_TOPIC_O
 topic named twice in one request INVALID_REQUEST for each. Assignments, when given, must list
 one entry per new partition, each naming exactly this node, else INVALID_REPLICA_ASSIGNMENT.
 validate_only checks without changing anything. Existing partitions keep their data; new ones
-start empty at offset 0.
+start empty at offset 0. Growing past the broker's `max.partitions` is POLICY_VIOLATION (as
+CreateTopics); new partitions whose files cannot be created are removed again and the topic
+keeps its count: KAFKA_STORAGE_ERROR.
 Known gaps: the request timeout is ignored (the change is synchronous).
 """
 
@@ -19,7 +21,12 @@ from nerve.handlers import RequestContext, api
 from nerve.handlers.k19_create_topics import AdminError, check_assignments
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
-from nerve.storage.errors import InvalidPartitionsError, UnknownTopicError
+from nerve.storage.errors import (
+    InvalidPartitionsError,
+    LogCreationError,
+    PartitionLimitError,
+    UnknownTopicError,
+)
 
 log = logging.getLogger("nerve.admin")
 
@@ -43,14 +50,19 @@ def _grow(ctx: RequestContext, t: Any, validate_only: bool) -> None:
                              f"{len(t.assignments)} assignments for {t.count - current} new "
                              "partitions")
         check_assignments(ctx.broker.node_id, [a.broker_ids for a in t.assignments])
-    if validate_only:
-        return
     try:
+        if validate_only:
+            ctx.broker.logs.check_partition_limit(t.count - current)
+            return
         ctx.broker.logs.create_partitions(t.name, t.count)
     except UnknownTopicError as e:
         raise AdminError(ErrorCode.unknown_topic_or_partition, str(e)) from None
     except InvalidPartitionsError as e:
         raise AdminError(ErrorCode.invalid_partitions, str(e)) from None
+    except PartitionLimitError as e:
+        raise AdminError(ErrorCode.policy_violation, str(e)) from None
+    except LogCreationError as e:
+        raise AdminError(ErrorCode.kafka_storage_error, str(e)) from None
     log.info("topic %s now has %d partitions", t.name, t.count)
 
 

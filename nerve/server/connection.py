@@ -459,9 +459,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     async def _sendfile_all(self, fd: int, region: FileRegion) -> None:
         offset, left = region.position, region.size
+        source = region.open()  # held: the file stays open across the awaits below
         while left:
             try:
-                sent = os.sendfile(fd, region.fd, offset, left)
+                sent = os.sendfile(fd, source.fd, offset, left)
             except BlockingIOError:
                 await self._writable(fd)
                 continue

@@ -47,6 +47,16 @@ class KafkaStorageError(StorageError):
     once the disk takes writes again."""
 
 
+class PartitionLimitError(StorageError):
+    """More partitions than max.partitions allows: Kafka's POLICY_VIOLATION (44), the code
+    Kafka gives its own partition-count limit (too many partitions in one CreateTopics)."""
+
+
+class LogCreationError(KafkaStorageError):
+    """Creating a partition's files failed (disk full, permissions, out of descriptors); what
+    the request had created was removed again: Kafka's KAFKA_STORAGE_ERROR (56)."""
+
+
 class RecordTooLargeError(StorageError):
     """A batch above the topic's max.message.bytes: Kafka's MESSAGE_TOO_LARGE (10)."""
 

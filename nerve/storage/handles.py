@@ -7,11 +7,13 @@ once more than `capacity` are open, so the number of partitions is not bounded b
 limit. The cache is process-wide because RLIMIT_NOFILE is.
 
 Pinning: a `FileHandle` closes its descriptor when the last reference to it goes, not when the
-cache drops it. Whoever uses a descriptor across an `await` or a thread hop holds the handle
-object, never only its number: a `FileRegion` of a fetch answer still being sent (pread or
-sendfile), a flush token fsyncing in a worker thread, a header walk in progress. Eviction then
-only stops new users from finding it. Every cache operation runs on the event loop (or before
-it starts); only a handle's last release may happen elsewhere.
+cache drops it. Whoever uses a descriptor holds the handle object, never only its number: a
+connection sending a fetch region (pread, or sendfile across awaits), a header walk in
+progress, a flush fsyncing in a worker thread. Eviction then only stops new users from finding
+it. What waits to be used (a fetch answer's regions, a flush token) holds the `CachedFile`,
+not a handle, so a fetch of thousands of partitions pins one descriptor at a time, not
+thousands. Every cache operation runs on the event loop (or before it starts); `peek` and a
+handle's last release may happen in any thread.
 """
 
 from __future__ import annotations
@@ -87,12 +89,13 @@ class FileHandle:
 class CachedFile:
     """A file the cache may keep open: its path (renames update it) and open flags."""
 
-    __slots__ = ("_handle", "cache", "flags", "path")
+    __slots__ = ("_handle", "cache", "flags", "path", "retired")
 
     def __init__(self, cache: HandleCache, path: Path, flags: int = os.O_RDONLY) -> None:
         self.cache = cache
         self.path = path
         self.flags = flags
+        self.retired = False  # deleted: opened on demand for late readers, never cached
         self._handle: FileHandle | None = None  # set iff this file is in the cache
 
     @property
@@ -104,9 +107,19 @@ class CachedFile:
         (not just its fd) for as long as the descriptor is used."""
         h = self._handle
         if h is None:
+            if self.retired:
+                return FileHandle(os.open(self.path, os.O_RDONLY))
             return self.cache.open(self)
         self.cache.touch(self)
         return h
+
+    def peek(self) -> FileHandle | None:
+        """The cached handle if there is one, without touching the cache (any thread)."""
+        return self._handle
+
+    def retire(self) -> None:
+        self.retired = True
+        self.release()
 
     def create(self, flags: int) -> FileHandle:
         """Open with one-time extra flags (O_CREAT | O_TRUNC for a new file)."""

@@ -22,7 +22,7 @@ import struct
 from array import array
 from pathlib import Path
 
-from nerve.storage.files import fsync_path, write_all
+from nerve.storage.files import fsync_path, unlink_quietly, write_all
 from nerve.storage.handles import CachedFile, HandleCache
 
 _OFFSET_ENTRY = struct.Struct(">ii")
@@ -96,14 +96,27 @@ class _IndexFile:
     def _drop_entries(self, n: int) -> None:
         raise NotImplementedError
 
-    def read_raw(self) -> bytes:
+    def read_raw(self, missing_is_empty: bool = False) -> bytes:
+        """The file's entries. A file is created by its first entry, so a missing one is
+        empty where no entry can have been written yet (`missing_is_empty`)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
+            if missing_is_empty:
+                return b""
             raise IndexCorruptError(f"{self.path.name} is missing") from None
         if len(data) % self.entry.size:
             raise IndexCorruptError(f"{self.path.name}: size {len(data)} is not whole entries")
         return data
+
+    def _replace_all(self, data: bytes) -> None:
+        """Rewrite the file with `data`; no entries means no file (nothing to fsync)."""
+        self.close_writer()
+        if not data:
+            unlink_quietly(self.path)
+            return
+        self.open_writer(truncate=True)
+        self._write(data)
 
     def sync(self) -> None:
         # Cleared first: an entry appended on the loop during the fsync keeps it dirty.
@@ -126,9 +139,10 @@ class OffsetIndex(_IndexFile):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def load(self, log_size: int) -> None:
-        """Read the file; Kafka-style sanity check of the last entry only (cheap)."""
-        data = self.read_raw()
+    def load(self, log_size: int, interval: int = 0) -> None:
+        """Read the file; Kafka-style sanity check of the last entry only (cheap). The first
+        entry is written past `interval` bytes of log."""
+        data = self.read_raw(missing_is_empty=log_size <= interval)
         rel = array("i")
         pos = array("i")
         for r, p in _OFFSET_ENTRY.iter_unpack(data):
@@ -154,11 +168,9 @@ class OffsetIndex(_IndexFile):
         """Replace all entries with (absolute offset, position) pairs; used by rebuilds."""
         self.relative_offsets = array("i", (o - self.base_offset for o, _ in entries))
         self.positions = array("i", (p for _, p in entries))
-        self.close_writer()
-        self.open_writer(truncate=True)
-        self._write(b"".join(_OFFSET_ENTRY.pack(r, p)
-                             for r, p in zip(self.relative_offsets, self.positions,
-                                             strict=True)))
+        self._replace_all(b"".join(_OFFSET_ENTRY.pack(r, p)
+                                   for r, p in zip(self.relative_offsets, self.positions,
+                                                   strict=True)))
 
     def lookup_entry(self, offset: int) -> tuple[int, int]:
         """(base offset, position) of the last indexed batch whose base offset is <= offset,
@@ -201,7 +213,7 @@ class TimeIndex(_IndexFile):
         return len(self.timestamps)
 
     def load(self, next_offset: int) -> None:
-        data = self.read_raw()
+        data = self.read_raw(missing_is_empty=next_offset <= self.base_offset)
         ts = array("q")
         rel = array("i")
         for t, r in _TIME_ENTRY.iter_unpack(data):
@@ -237,11 +249,9 @@ class TimeIndex(_IndexFile):
         """Replace all entries with (timestamp, absolute offset) pairs."""
         self.timestamps = array("q", (t for t, _ in entries))
         self.relative_offsets = array("i", (o - self.base_offset for _, o in entries))
-        self.close_writer()
-        self.open_writer(truncate=True)
-        self._write(b"".join(_TIME_ENTRY.pack(t, r)
-                             for t, r in zip(self.timestamps, self.relative_offsets,
-                                             strict=True)))
+        self._replace_all(b"".join(_TIME_ENTRY.pack(t, r)
+                                   for t, r in zip(self.timestamps, self.relative_offsets,
+                                                   strict=True)))
 
     def lookup_before(self, timestamp: int) -> int:
         """Offset of the last entry whose timestamp is < `timestamp`, else -1.

@@ -39,6 +39,7 @@ from nerve.storage.files import (
     TIME_INDEX_SUFFIX,
     TMP_SUFFIX,
     fsync_dir,
+    fsync_file,
     fsync_path,
     parse_offset,
     pread_into,
@@ -47,7 +48,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_file_atomic,
 )
-from nerve.storage.handles import FileHandle, HandleCache, shared_cache
+from nerve.storage.handles import CachedFile, FileHandle, HandleCache, shared_cache
 from nerve.storage.producer_state import ProducerStateEntry, ProducerStateManager
 from nerve.storage.reaper import SegmentReaper
 from nerve.storage.segment import LogSegment
@@ -69,25 +70,31 @@ class AppendInfo:
     log_start_offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRegion:
-    """Bytes of one segment file, for zero-copy send (os.sendfile from `fd`).
+    """Bytes of one segment file, for zero-copy send (os.sendfile from `open().fd`).
 
-    `handle` pins the descriptor: `fd` stays open while this region exists, even if the
-    handle cache closes the file meanwhile or the segment is deleted.
+    Holds the file, not a descriptor: a fetch answer of thousands of partitions waiting to be
+    sent pins none; the sender opens each region's file in turn (see handles.py). A deleted
+    segment stays readable for file.delete.delay.ms.
     """
 
-    fd: int
+    file: CachedFile
     position: int
     size: int
-    handle: FileHandle | None = None
+
+    def open(self) -> FileHandle:
+        """The file's handle; keep it (not only its fd) while the descriptor is in use."""
+        return self.file.handle()
 
     def read_bytes(self) -> bytes:
-        return read_all(self.fd, self.position, self.size)
+        h = self.open()
+        return read_all(h.fd, self.position, self.size)
 
     def read_into(self, view: memoryview) -> None:
         """Fill `view` (exactly `size` bytes) with the region; never a short answer."""
-        got = pread_into(self.fd, self.position, view[: self.size])
+        h = self.open()
+        got = pread_into(h.fd, self.position, view[: self.size])
         if got < self.size:
             raise EOFError(f"segment file ended {self.size - got} bytes before the region")
 
@@ -111,17 +118,22 @@ class FlushToken:
     log: PartitionLog
     end_offset: int
     appended_messages: int
-    # (segment, size covered, sync its indexes, the log's handle: pinned until fsynced)
-    segments: list[tuple[LogSegment, int, bool, FileHandle | None]]
+    segments: list[tuple[LogSegment, int, bool]]  # (segment, size covered, sync its indexes)
     files: list[Path] = field(default_factory=list)
     dir_version: int = 0
     sync_dir: bool = False
 
     def run(self) -> None:
-        for seg, _, sync_indexes, handle in self.segments:
-            if handle is not None:
+        for seg, size, sync_indexes in self.segments:
+            if size > seg.flushed_size:
                 try:
-                    os.fsync(handle.fd)
+                    # The cached handle when there is one, else a descriptor of our own for
+                    # the fsync: a round of thousands of partitions holds one at a time.
+                    h = seg.file.peek()
+                    if h is not None:
+                        os.fsync(h.fd)
+                    else:
+                        fsync_file(seg.path)
                 except OSError:
                     if not seg.retired:  # a segment deleted meanwhile needs no durability
                         raise
@@ -185,6 +197,7 @@ class PartitionLog:
         self.closed = False
         self.producers = ProducerStateManager()
         self.txn = PartitionTxnState(self.directory)  # ongoing transactions, .txnindex
+        self._snapshot_loaded: Path | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
         self._load(clean, recovery_point)
 
@@ -286,10 +299,11 @@ class PartitionLog:
         # Newest snapshot not beyond the log end; then replay batch headers after it.
         scan_from = self.segments[0].base_offset
         for offset in sorted(snapshots, reverse=True):
-            if offset <= self.log_end_offset and self.producers.read_snapshot(
-                    snapshot_path(self.directory, offset)):
+            path = snapshot_path(self.directory, offset)
+            if offset <= self.log_end_offset and self.producers.read_snapshot(path):
                 scan_from = offset
                 self.txn.restore_ongoing(self.producers.txn_ongoing)
+                self._snapshot_loaded = path
                 break
         for seg in self.segments:
             if seg.next_offset <= scan_from:
@@ -530,8 +544,7 @@ class PartitionLog:
                         size, cut = max(stop[0] - pos, 0), True
                 if size == 0:
                     break
-                h = seg.handle()
-                regions.append(FileRegion(h.fd, pos, size, h))
+                regions.append(FileRegion(seg.file, pos, size))
                 total += size
                 if cut or pos + size < seg.size or total >= max_bytes:
                     break
@@ -648,11 +661,12 @@ class PartitionLog:
             dirty = seg.flushed_size < seg.size
             sync_indexes = seg.sealed and not seg.indexes_flushed
             if dirty or sync_indexes:
-                segments.append((seg, seg.size, sync_indexes, seg.handle() if dirty else None))
+                segments.append((seg, seg.size, sync_indexes))
             elif seg.sealed:
                 break
         files = [self.directory / LOG_START_OFFSET_FILE] if self._lso_file_dirty else []
-        sync_dir = self._dir_version > self._dir_synced or bool(files)
+        # An empty log's new files need no durable entry yet: its first append syncs them.
+        sync_dir = (self._dir_version > self._dir_synced and self._size > 0) or bool(files)
         if not segments and not files and not sync_dir:
             self._flushed_messages = self._appended_messages
             self.recovery_point = self.log_end_offset
@@ -662,7 +676,7 @@ class PartitionLog:
                           self._dir_version, sync_dir)
 
     def complete_flush(self, token: FlushToken, now_ms: int | None = None) -> None:
-        for seg, size, sync_indexes, _ in token.segments:
+        for seg, size, sync_indexes in token.segments:
             seg.flushed_size = max(seg.flushed_size, size)
             if sync_indexes:
                 seg.indexes_flushed = True
@@ -691,7 +705,7 @@ class PartitionLog:
             return
         self.flush()
         active = self.active_segment
-        active.seal()
+        active.seal(final_time_entry=False)
         for index in (active.offset_index, active.time_index):
             if index.dirty:
                 index.sync()
@@ -704,8 +718,13 @@ class PartitionLog:
             self.reaper.run_all_now()
 
     def _write_producer_snapshot(self) -> None:
+        # Not fsynced (one fsync per partition made a clean stop of thousands of partitions
+        # take minutes): a snapshot lost to a power cut reads as unusable, and the state is
+        # then rebuilt from the (fsynced) log's batch headers instead.
         path = snapshot_path(self.directory, self.log_end_offset)
-        self.producers.write_snapshot(path, txn_ongoing=self.txn.ongoing)
+        if path == self._snapshot_loaded and not self.producers.changed:
+            return  # nothing appended since the snapshot this log was loaded from
+        self.producers.write_snapshot(path, txn_ongoing=self.txn.ongoing, durable=False)
         for entry in os.scandir(self.directory):
             if entry.name.endswith(SNAPSHOT_SUFFIX) and entry.path != str(path):
                 unlink_quietly(Path(entry.path))
@@ -715,7 +734,7 @@ class PartitionLog:
         in-flight sends; the caller destroys them later (in a thread)."""
         for seg in self.segments:
             seg.seal()
-            seg.file.release()  # readers under way hold their handles
+            seg.file.retire()  # not cached any more; late readers open it by name
             seg.retired = True  # a concurrent fsync round may then find the file gone
         self.closed = True
         return list(self.segments)

@@ -20,6 +20,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -28,6 +29,8 @@ from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
 from nerve.storage.errors import (
     InvalidPartitionsError,
     InvalidTopicError,
+    LogCreationError,
+    PartitionLimitError,
     TopicExistsError,
     UnknownTopicError,
 )
@@ -41,7 +44,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_file_atomic,
 )
-from nerve.storage.handles import HandleCache, shared_cache
+from nerve.storage.handles import HandleCache, open_file_limit, shared_cache
 from nerve.storage.lock import DataDirLock
 from nerve.storage.log import FlushToken, PartitionLog
 from nerve.storage.reaper import SegmentReaper
@@ -58,6 +61,21 @@ POLICY_TICK_S = 0.1
 # point, at most this often (Kafka writes it every log.flush.offset.checkpoint.interval.ms,
 # 60 s; sooner means less fsynced data is re-validated, and maybe cut, after a crash).
 RECOVERY_CHECKPOINT_MIN_INTERVAL_S = 1.0
+# Flush rounds of at least this many logs fsync on this many threads.
+_PARALLEL_FSYNC_MIN = 64
+_FSYNC_THREADS = 4
+# max.partitions=0 (the default): this many partitions per descriptor of RLIMIT_NOFILE.
+PARTITIONS_PER_OPEN_FILE = 4
+
+
+def max_partitions(config: BrokerConfig) -> tuple[int, str]:
+    """The partition cap and where it comes from (for messages and the start-up log)."""
+    configured = config.get_int("max.partitions")
+    if configured > 0:
+        return configured, "max.partitions"
+    limit = open_file_limit()[0]
+    return PARTITIONS_PER_OPEN_FILE * limit, f"{PARTITIONS_PER_OPEN_FILE} x the open file " \
+        f"limit {limit}"
 
 
 def validate_topic_name(name: str) -> None:
@@ -78,19 +96,24 @@ class TopicInfo:
     config: TopicConfig
 
 
+def _run_token(token: FlushToken) -> OSError | None:
+    try:
+        token.run()
+    except OSError as e:
+        # Without its traceback: frames of this call would keep the tokens' file handles
+        # alive in a reference cycle until the next garbage collection.
+        return e.with_traceback(None)
+    return None
+
+
 def _run_tokens(tokens: list[FlushToken]) -> list[OSError | None]:
     """Run each token (in a worker thread); one log's failed fsync does not stop the rest."""
-    errors: list[OSError | None] = []
-    for token in tokens:
-        try:
-            token.run()
-        except OSError as e:
-            # Without its traceback: frames of this loop would keep the tokens' file handles
-            # alive in a reference cycle until the next garbage collection.
-            errors.append(e.with_traceback(None))
-        else:
-            errors.append(None)
-    return errors
+    if len(tokens) < _PARALLEL_FSYNC_MIN:
+        return [_run_token(t) for t in tokens]
+    # A round of many partitions (a stop after recovering thousands of tails, a produce to
+    # thousands of partitions): parallel fsyncs share the filesystem's journal commits.
+    with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="nerve-fsync") as pool:
+        return list(pool.map(_run_token, tokens))
 
 
 class LogManager:
@@ -157,6 +180,9 @@ class LogManager:
         state = "new data dir" if fresh else ("clean shutdown" if clean else "unclean shutdown")
         log.info("loaded %d topic(s), %d partition(s) from %s (%s)", len(self.topics),
                  len(self._logs), self.data_dir, state)
+        cap, why = max_partitions(self.broker_config)
+        log.info("max.partitions %d (%s); up to %d segment/index files open at once", cap, why,
+                 self.handles.capacity)
 
     def _open_log(
         self, info: TopicInfo, partition: int, *, clean: bool, recovery_point: int | None
@@ -264,21 +290,62 @@ class LogManager:
             if other.replace(".", "_") == collides:
                 raise InvalidTopicError(f"Topic '{name}' collides with existing topic '{other}'.")
 
+    @property
+    def partition_count(self) -> int:
+        return len(self._logs)
+
+    def check_partition_limit(self, adding: int, pending: int = 0) -> None:
+        """Raise PartitionLimitError unless `adding` more partitions (after `pending` ones a
+        request already counted) stay within max.partitions."""
+        cap, why = max_partitions(self.broker_config)
+        total = len(self._logs) + pending + adding
+        if total > cap:
+            raise PartitionLimitError(
+                f"Cannot add {adding} partition(s): this broker would hold {total}, more than "
+                f"max.partitions {cap} ({why}).")
+
     def create_topic(
         self, name: str, num_partitions: int, overrides: Mapping[str, str] = _EMPTY
     ) -> TopicInfo:
+        """All or nothing: every partition's files exist before the catalog names the topic;
+        a failure part-way removes what this call created (LogCreationError)."""
         self.check_new_topic_name(name)
         if num_partitions <= 0:
             raise InvalidPartitionsError(f"partition count must be > 0, got {num_partitions}")
+        self.check_partition_limit(num_partitions)
         checked = validate_topic_configs(overrides)
         info = TopicInfo(name, uuid.uuid4(), num_partitions, checked,
                          TopicConfig(checked, self.broker_config))
+        self._create_logs(info, range(num_partitions))
         self._register(info)
-        self._write_catalog()
-        for p in range(num_partitions):
-            self._clear_stale_dir(name, p)
-            self._open_log(info, p, clean=True, recovery_point=None)
+        try:
+            self._write_catalog()
+        except OSError as e:
+            self.topics.pop(name, None)
+            self._by_id.pop(info.topic_id, None)
+            self._discard_logs(name, range(num_partitions))
+            raise LogCreationError(f"creating topic {name!r} failed: {e}") from None
         return info
+
+    def _create_logs(self, info: TopicInfo, partitions: range) -> None:
+        try:
+            for p in partitions:
+                self._clear_stale_dir(info.name, p)
+                self._open_log(info, p, clean=True, recovery_point=None)
+        except OSError as e:
+            self._discard_logs(info.name, partitions)
+            log.warning("creating %d partition(s) of %s failed, removed what was created: %s",
+                        len(partitions), info.name, e)
+            raise LogCreationError(f"creating partitions of {info.name!r} failed: {e}") from None
+
+    def _discard_logs(self, topic: str, partitions: range) -> None:
+        """Undo `_create_logs`: close and remove the new partitions' files (blocking)."""
+        for p in partitions:
+            plog = self._logs.pop((topic, p), None)
+            if plog is not None:
+                self._waiting.pop(id(plog), None)
+                plog.retire_all()
+            shutil.rmtree(self.data_dir / partition_dir_name(topic, p), ignore_errors=True)
 
     def _clear_stale_dir(self, topic: str, partition: int) -> None:
         # A directory left by a crash between catalog write and creation must not resurface.
@@ -304,6 +371,8 @@ class LogManager:
             gone = plog.directory.with_name(
                 f"{plog.directory.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
             plog.directory.rename(gone)
+            for seg in segments:  # fetch answers still to be sent read them there
+                seg.path = gone / seg.path.name
             # Read fds stay open until then, for sends already under way.
             self.reaper.schedule(lambda g=gone, s=segments: _remove_dir(g, s), delay)
 
@@ -315,11 +384,15 @@ class LogManager:
             raise InvalidPartitionsError(
                 f"topic {name!r} has {info.num_partitions} partitions; {total} is not more")
         old = info.num_partitions
+        self.check_partition_limit(total - old)
+        self._create_logs(info, range(old, total))
         info.num_partitions = total
-        self._write_catalog()
-        for p in range(old, total):
-            self._clear_stale_dir(name, p)
-            self._open_log(info, p, clean=True, recovery_point=None)
+        try:
+            self._write_catalog()
+        except OSError as e:
+            info.num_partitions = old
+            self._discard_logs(name, range(old, total))
+            raise LogCreationError(f"adding partitions to {name!r} failed: {e}") from None
 
     def alter_topic_config(self, name: str, overrides: Mapping[str, str]) -> None:
         info = self.topics.get(name)

@@ -74,6 +74,7 @@ class ProducerStateManager:
         self.producers: dict[int, ProducerStateEntry] = {}
         # Open transactions at the snapshot (producer id -> first offset), for txn_index.py.
         self.txn_ongoing: dict[int, int] = {}
+        self.changed = False  # since the last snapshot read or written
 
     def __len__(self) -> int:
         return len(self.producers)
@@ -121,6 +122,7 @@ class ProducerStateManager:
 
     def commit(self, staged: dict[int, ProducerStateEntry]) -> None:
         self.producers.update(staged)
+        self.changed = True
 
     def load_header(self, header: BatchHeader) -> None:
         """Replay one stored batch at load: no checks, the log is the truth."""
@@ -131,6 +133,7 @@ class ProducerStateManager:
             entry = self.producers[header.producer_id] = ProducerStateEntry(header.producer_id)
         if header.producer_epoch < entry.epoch:
             return
+        self.changed = True
         entry.add(header.producer_epoch, BatchMetadata(
             header.base_sequence, header.last_sequence, header.base_offset, header.last_offset,
             header.max_timestamp))
@@ -147,7 +150,9 @@ class ProducerStateManager:
 
     # ---- snapshots ----
 
-    def write_snapshot(self, path: Path, txn_ongoing: dict[int, int] | None = None) -> None:
+    def write_snapshot(
+        self, path: Path, txn_ongoing: dict[int, int] | None = None, *, durable: bool = True
+    ) -> None:
         data = {
             "version": 1,
             "ongoing": [[pid, first] for pid, first in (txn_ongoing or {}).items()],
@@ -158,7 +163,9 @@ class ProducerStateManager:
                 for e in self.producers.values()
             ],
         }
-        write_file_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+        write_file_atomic(path, json.dumps(data, separators=(",", ":")).encode(),
+                          durable=durable)
+        self.changed = False
 
     def read_snapshot(self, path: Path) -> bool:
         """Load a snapshot; False (state untouched) if it is unreadable."""
@@ -174,4 +181,5 @@ class ProducerStateManager:
             return False
         self.producers = producers
         self.txn_ongoing = ongoing
+        self.changed = False
         return True

@@ -124,14 +124,10 @@ class LogSegment:
         seg = cls(directory, base_offset, index_interval_bytes, handles)
         seg.file.flags = _APPEND_FLAGS
         seg.file.create(os.O_CREAT | os.O_TRUNC)
-        try:
-            seg.offset_index.open_writer(truncate=True)
-            seg.time_index.open_writer(truncate=True)
-        except OSError:
-            seg.close()
-            for path in (seg.path, seg.offset_index.path, seg.time_index.path):
-                unlink_quietly(path)
-            raise
+        # The index files are created by their first entry (most partitions of a big topic
+        # may never get one); a leftover of an earlier segment at this offset must not load.
+        unlink_quietly(seg.offset_index.path)
+        unlink_quietly(seg.time_index.path)
         seg.created_ms = now_ms
         return seg
 
@@ -175,8 +171,11 @@ class LogSegment:
     def _load_last(self) -> None:
         """The last segment after a clean stop: its end is found from the last index entry."""
         try:
-            self.offset_index.load(self.size)
+            self.offset_index.load(self.size, self.index_interval_bytes)
             next_offset, last_pos = self.offset_index.lookup_position(self.size)
+            # The batches after the last index entry also give the largest timestamp, so a
+            # clean stop need not write (and fsync) a final time index entry.
+            tail_ts, tail_ts_offset = -1, -1
             for item in self._walk(last_pos, next_offset, known_end=False):
                 if isinstance(item, Damage):
                     if item.next_offset < 0:  # nothing readable after it: cut it off
@@ -187,8 +186,12 @@ class LogSegment:
                     pos, header = item
                     next_offset = header.next_offset
                     self._bytes_since_index = pos + header.size - last_pos
+                    if header.max_timestamp > tail_ts:
+                        tail_ts, tail_ts_offset = header.max_timestamp, header.last_offset
             self.next_offset = next_offset
             self._load_time_index()
+            if tail_ts > self._max_timestamp:
+                self._max_timestamp, self._offset_of_max_timestamp = tail_ts, tail_ts_offset
         except IndexCorruptError:
             self.rebuild_indexes()
         if self.size >= BATCH_HEADER_SIZE:
@@ -205,7 +208,7 @@ class LogSegment:
         """Read a sealed segment's index files (first use after start); rebuild on damage."""
         self._indexes_loaded = True
         try:
-            self.offset_index.load(self.size)
+            self.offset_index.load(self.size, self.index_interval_bytes)
             self._load_time_index()
         except IndexCorruptError:
             self.rebuild_indexes()
@@ -217,10 +220,11 @@ class LogSegment:
         self.file.reopen(_APPEND_FLAGS)
         self.sealed = False
 
-    def seal(self) -> None:
+    def seal(self, *, final_time_entry: bool = True) -> None:
         """No more appends: write the final time index entry (so the segment's largest
-        timestamp survives a reopen, as Kafka does on roll) and drop the append fds."""
-        if not self.sealed and self._max_timestamp >= 0:
+        timestamp survives a reopen, as Kafka does on roll) and drop the append fds.
+        final_time_entry=False at a clean stop: the active segment's reopen finds it."""
+        if final_time_entry and not self.sealed and self._max_timestamp >= 0:
             self.time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
         self.offset_index.close_writer()
         self.time_index.close_writer()
@@ -235,8 +239,9 @@ class LogSegment:
         self.file.release()
 
     def retire(self, *, seal: bool = True) -> None:
-        """Rename the files to *.deleted (Kafka's way) and drop the cached handle: readers
-        holding a handle keep reading the renamed (later unlinked) file. seal=False: no
+        """Rename the files to *.deleted (Kafka's way) and drop the cached handle: a fetch
+        answer still to be sent opens the renamed file until `destroy` (file.delete.delay.ms
+        later); a reader holding a handle keeps it even after that. seal=False: no
         final index entry (a segment dropped by a truncation, on a disk that may refuse)."""
         if seal:
             self.seal()
@@ -244,7 +249,7 @@ class LogSegment:
             self.offset_index.close_writer()
             self.time_index.close_writer()
             self.sealed = True
-        self.file.release()
+        self.file.retire()
         self.retired = True
         for index in (self.offset_index, self.time_index):
             new = index.path.with_name(index.path.name + DELETED_SUFFIX)

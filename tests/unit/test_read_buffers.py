@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nerve.server.buffers import BUFFER_GRANULE, ReadBufferPool
+from nerve.storage.handles import CachedFile, HandleCache
 from nerve.storage.log import FileRegion
 
 
@@ -54,16 +55,12 @@ def test_region_read_into_fills_exactly_its_bytes(tmp_path: Path) -> None:
     path = tmp_path / "seg.log"
     data = os.urandom(3 * BUFFER_GRANULE + 17)
     path.write_bytes(data)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        buf = bytearray(4 * BUFFER_GRANULE)
-        view = memoryview(buf)
-        FileRegion(fd, 5, 2 * BUFFER_GRANULE).read_into(view[100:])
-        assert buf[100:100 + 2 * BUFFER_GRANULE] == data[5:5 + 2 * BUFFER_GRANULE]
-        assert buf[:100] == bytes(100)  # nothing written outside the region's slice
-        assert buf[100 + 2 * BUFFER_GRANULE] == 0
-    finally:
-        os.close(fd)
+    buf = bytearray(4 * BUFFER_GRANULE)
+    view = memoryview(buf)
+    FileRegion(CachedFile(HandleCache(), path), 5, 2 * BUFFER_GRANULE).read_into(view[100:])
+    assert buf[100:100 + 2 * BUFFER_GRANULE] == data[5:5 + 2 * BUFFER_GRANULE]
+    assert buf[:100] == bytes(100)  # nothing written outside the region's slice
+    assert buf[100 + 2 * BUFFER_GRANULE] == 0
 
 
 def test_region_past_the_end_of_its_file_is_an_error_not_a_short_answer(
@@ -71,9 +68,6 @@ def test_region_past_the_end_of_its_file_is_an_error_not_a_short_answer(
 ) -> None:
     path = tmp_path / "seg.log"
     path.write_bytes(b"x" * 1000)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(EOFError, match="200 bytes before"):
-            FileRegion(fd, 0, 1200).read_into(memoryview(bytearray(2000)))
-    finally:
-        os.close(fd)
+    with pytest.raises(EOFError, match="200 bytes before"):
+        FileRegion(CachedFile(HandleCache(), path), 0, 1200).read_into(
+            memoryview(bytearray(2000)))

@@ -107,8 +107,11 @@ def test_partition_log_with_many_segments_holds_few_files(tmp_path: Path) -> Non
     # Every segment is still readable: old ones are opened on demand.
     for lg in logs:
         lg.flush()
-        region = lg.read(0, 1 << 20).regions[0]
-        assert os.pread(region.fd, 8, region.position) == (0).to_bytes(8, "big")
+        regions = lg.read(0, 1 << 20).regions
+        assert len(regions) >= 3  # one per segment: regions hold no descriptor
+        assert regions[0].read_bytes()[:8] == (0).to_bytes(8, "big")
+        gc.collect()
+        assert len(cache) <= 16
     for lg in logs:
         lg.close()
     reaper.run_all_now()
