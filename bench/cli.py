@@ -1,4 +1,7 @@
-"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR]`
+"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR] [--restart]`
+
+--restart runs only the restart-at-scale step (bench/restart.py: clean and unclean restart of
+10,000 partitions holding ~3 GiB; --quick: 2,000 partitions, 0.5 GiB) for nerve and Kafka.
 
 Runs the workloads against each broker in turn (same machine, same clients), prints each figure
 with its nerve/Kafka ratio, writes bench/results/<timestamp>.json and a PNG chart next to it.
@@ -24,6 +27,7 @@ from typing import Any
 
 import confluent_kafka
 
+from bench import restart as rs
 from bench import workloads as w
 from bench.brokers import ROOT, Broker, KafkaBroker, NerveBroker, RssSampler, rss_mb
 
@@ -267,11 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nerve-rev", default=None,
                     help="benchmark nerve as committed at this git revision (default: the "
                          "working tree)")
+    ap.add_argument("--restart", action="store_true",
+                    help="only the restart-at-scale step (nerve's default setup and Kafka)")
     a = ap.parse_args(argv)
     labels = [x.strip() for x in a.only.split(",") if x.strip()]
     unknown = set(labels) - set(ALL)
     if unknown:
         ap.error(f"unknown broker setup(s): {sorted(unknown)}")
+    if a.restart:
+        return restart_main(a, labels)
     sizes = w.Sizes.quick() if a.quick else w.Sizes.full()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     progress(f"bench {'quick' if a.quick else 'full'}: {', '.join(labels)}; sizes {sizes}")
@@ -319,6 +327,38 @@ def main(argv: list[str] | None = None) -> int:
         chart(rows, labels, png, f"nerve vs Apache Kafka {info['kafka']} ({doc['mode']}, "
               f"{stamp}, {info['cores']} cores)")
         print(f"wrote {png}")
+    return 0
+
+
+def restart_main(a: argparse.Namespace, labels: list[str]) -> int:
+    layout = rs.quick_layout() if a.quick else rs.full_layout()
+    nerve_src, nerve_rev = ROOT, "working tree"
+    if a.nerve_rev:
+        nerve_src, nerve_rev = export_rev(a.nerve_rev)
+    runs = (["nerve"] if set(labels) - {KAFKA} else []) + ([KAFKA] if KAFKA in labels else [])
+    progress(f"restart at scale: {layout.describe()}; {', '.join(runs)}")
+    results: dict[str, Any] = {}
+    try:
+        for label in runs:
+            progress(f"{label}: filling {layout.describe()}")
+            results[label] = {"workloads": {"restart": rs.run(label, layout, nerve_src)}}
+            progress(f"{label}: {fmt(results[label]['workloads']['restart'])}")
+    finally:
+        if nerve_src != ROOT:
+            shutil.rmtree(nerve_src, ignore_errors=True)
+    rows = ratios(results)
+    for r in rows:
+        print(f"{r['metric']:<20} " + "  ".join(
+            f"{lb}={r[lb]:,.2f}" + (f" ({r[f'{lb}/kafka']:.2f}x)" if r.get(f"{lb}/kafka") else "")
+            for lb in runs if r.get(lb) is not None))
+    a.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = a.out / f"{stamp}-restart.json"
+    path.write_text(json.dumps({"date": stamp, "mode": "quick" if a.quick else "full",
+                                "layout": layout.__dict__, "record_bytes": rs.RECORD,
+                                "machine": machine(), "nerve_source": nerve_rev,
+                                "results": results, "rows": rows}, indent=1) + "\n")
+    print(f"\nwrote {path}")
     return 0
 
 
