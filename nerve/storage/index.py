@@ -86,7 +86,11 @@ class _IndexFile:
     def repair(self) -> None:
         """Cut the file back to the entries in memory after a failed write or truncation."""
         if self.torn:
-            os.ftruncate(self.file.handle().fd, len(self) * self.entry.size)
+            if len(self):
+                os.ftruncate(self.file.handle().fd, len(self) * self.entry.size)
+            else:  # no entries, no file (it is created by its first entry)
+                self.file.release()
+                unlink_quietly(self.path)
             self.torn = False
             self.dirty = True
 
