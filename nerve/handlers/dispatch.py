@@ -12,8 +12,11 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
+from kio.serial.errors import SerialError
+
 from nerve.handlers import DeferredResponse, RawResponse, RequestContext, load_handlers
 from nerve.protocol import messages
+from nerve.protocol.bounds import scanner
 from nerve.protocol.framing import (
     FramingError,
     parse_request_header,
@@ -65,12 +68,18 @@ class Dispatcher:
         try:
             header = parse_request_header(frame, flexible=flexible)
             if spec.decode:
+                # Every length and count is checked against the frame before kio allocates
+                # for it (kio would abort the process on a 4 GiB array claim).
+                scanner(api_key, api_version)(frame, header.body_offset)
                 request: Any = messages.decode_request(
                     api_key, api_version, frame, header.body_offset
                 )
             else:
                 request = memoryview(frame)[header.body_offset :]
-        except (FramingError, ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
+        except (FramingError, ValueError, KeyError, IndexError, TypeError, UnicodeError,
+                SerialError) as e:
+            # MalformedRequest (bounds) and kio's own errors: Kafka closes the connection on a
+            # request it cannot parse, with no answer.
             raise CloseConnection(
                 f"malformed {spec.name} v{api_version} request: {type(e).__name__}: {e}"
             ) from None

@@ -34,7 +34,7 @@ from typing import Any
 from nerve.handlers import RawResponse, RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import FetchPartitionData, encode_fetch_response
-from nerve.protocol.messages import ms
+from nerve.protocol.messages import ZERO_UUID, ms
 from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError
 
 READ_COMMITTED = 1
@@ -76,7 +76,8 @@ def _read_all(
             info = logs.topic_by_id(t.topic_id)
             name = info.name if info is not None else None
             missing = ErrorCode.unknown_topic_id
-            topic_key: str | uuid.UUID = t.topic_id
+            # kio reads the all-zero id as None; it is answered UNKNOWN_TOPIC_ID like any other.
+            topic_key: str | uuid.UUID = t.topic_id or ZERO_UUID
         else:
             name = t.topic
             missing = ErrorCode.unknown_topic_or_partition
