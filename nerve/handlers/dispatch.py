@@ -84,15 +84,20 @@ class Dispatcher:
                 f"malformed {spec.name} v{api_version} request: {type(e).__name__}: {e}"
             ) from None
         ctx = RequestContext(self.broker, header, client_host, client_port, connection_id)
-        response = await spec.handler(ctx, request)
-        # ApiVersions answers always use response header v0 (clients parse it before they
-        # know whether the broker speaks flexible versions).
-        flexible_header = flexible and api_key != API_VERSIONS_KEY
-        if isinstance(response, DeferredResponse):
-            return asyncio.ensure_future(
-                self._encode_later(response, correlation_id, flexible_header)
-            )
-        return self._encode(response, correlation_id, flexible_header)
+        try:
+            response = await spec.handler(ctx, request)
+            # ApiVersions answers always use response header v0 (clients parse it before they
+            # know whether the broker speaks flexible versions).
+            flexible_header = flexible and api_key != API_VERSIONS_KEY
+            if isinstance(response, DeferredResponse):
+                return asyncio.ensure_future(
+                    self._encode_later(response, correlation_id, flexible_header)
+                )
+            return self._encode(response, correlation_id, flexible_header)
+        except Exception as e:
+            # A nerve bug: its traceback (logged by the server) names the request.
+            e.add_note(f"while handling {spec.name} v{api_version} from {client_host}")
+            raise
 
     async def _encode_later(
         self, deferred: DeferredResponse, correlation_id: int, flexible_header: bool

@@ -97,6 +97,11 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         for t in requested:
             name = t.name
             topic_id = getattr(t, "topic_id", None)
+            if name is None and version < 12:
+                # Below v12 a topic's name is not nullable in the answer, and Kafka looks
+                # topics up by id only from v12 ("Topic name can not be null").
+                topics.append(_error_entry("", None, ErrorCode.invalid_request))
+                continue
             if name is None and topic_id is not None and topic_id != ZERO_UUID:
                 info = logs.topic_by_id(topic_id)
                 if info is None:

@@ -6,8 +6,9 @@ topic named twice in one request INVALID_REQUEST for each. Assignments, when giv
 one entry per new partition, each naming exactly this node, else INVALID_REPLICA_ASSIGNMENT.
 validate_only checks without changing anything. Existing partitions keep their data; new ones
 start empty at offset 0. Growing past the broker's `max.partitions` is POLICY_VIOLATION (as
-CreateTopics); new partitions whose files cannot be created are removed again and the topic
-keeps its count: KAFKA_STORAGE_ERROR.
+CreateTopics), and so is adding more than 10,000 partitions in one request ("Unable to perform
+excessively large batch operation.", as Kafka's controller); new partitions whose files cannot
+be created are removed again and the topic keeps its count: KAFKA_STORAGE_ERROR.
 Known gaps: the request timeout is ignored (the change is synchronous).
 """
 
@@ -30,6 +31,9 @@ from nerve.storage.errors import (
 
 log = logging.getLogger("nerve.admin")
 
+# Kafka's QuorumController.MAX_RECORDS_PER_USER_OP: one record per new partition.
+MAX_NEW_PARTITIONS = 10_000
+
 
 def _grow(ctx: RequestContext, t: Any, validate_only: bool) -> None:
     info = ctx.broker.logs.topics.get(t.name)
@@ -44,6 +48,10 @@ def _grow(ctx: RequestContext, t: Any, validate_only: bool) -> None:
     if t.count == current:
         raise AdminError(ErrorCode.invalid_partitions,
                          f"Topic already has {current} partitions.")
+    if t.count - current > MAX_NEW_PARTITIONS:
+        # Kafka's controller refuses an operation of more than 10,000 records this way.
+        raise AdminError(ErrorCode.policy_violation,
+                         "Unable to perform excessively large batch operation.")
     if t.assignments is not None:
         if len(t.assignments) != t.count - current:
             raise AdminError(ErrorCode.invalid_replica_assignment,

@@ -153,7 +153,13 @@ class _Compiler:
         """Read a length into `var` (None for null); classic_fmt is _i16 or _i32."""
         w = repr(what)
         if self.flexible:
-            out = [f"{var}, p = _uvarint(b, p, end, {w})", f"{var} -= 1"]
+            # One-byte varints (lengths below 127) are read inline: the common case.
+            out = [
+                f"if p >= end: raise _short({w}, 1, 0)",
+                f"{var} = b[p] - 1",
+                f"if {var} < 0x7F: p += 1",
+                f"else: {var}, p = _uvarint(b, p, end, {w}); {var} -= 1",
+            ]
         else:
             width = 2 if classic_fmt == "_i16" else 4
             out = [
@@ -221,6 +227,8 @@ class _Compiler:
         what = f"{cls.__name__} tagged fields"
         w = repr(what)
         out = [
+            "if p < end and b[p] == 0:",  # no tagged fields: the common case
+            "    return p + 1",
             f"count, p = _uvarint(b, p, end, {w})",
             f"if count * 2 > end - p: raise _many({w}, count, end - p)",
             "for _ in range(count):",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import random
 import re
@@ -75,6 +76,7 @@ class GoodPair:
     acked: int = 0
     received: list[bytes] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    broken: threading.Event = field(default_factory=threading.Event)  # no use waiting
 
     def _error(self, err: KafkaError) -> None:
         self.errors.append(f"client error: {err}")
@@ -87,7 +89,7 @@ class GoodPair:
 
     def run(self) -> None:
         common = {"bootstrap.servers": self.bootstrap, "error_cb": self._error,
-                  "socket.timeout.ms": 30000}
+                  "socket.timeout.ms": 30000, "logger": logging.getLogger("fuzz.good-pair")}
         producer = Producer({**common, "acks": "all", "enable.idempotence": True,
                              "linger.ms": 2})
         consumer = Consumer({**common, "group.id": f"{self.topic}-group",
@@ -101,9 +103,10 @@ class GoodPair:
                 producer.poll(0)
                 self._consume(consumer, 0.005)
                 time.sleep(0.005)
-            if producer.flush(30) != 0:
-                self.errors.append("producer could not flush within 30 s")
-            deadline = time.monotonic() + 30
+            wait = 2 if self.broken.is_set() else 30
+            if producer.flush(wait) != 0:
+                self.errors.append(f"producer could not flush within {wait} s")
+            deadline = time.monotonic() + wait
             while len(self.received) < self.sent and time.monotonic() < deadline:
                 self._consume(consumer, 0.2)
         finally:
@@ -238,6 +241,8 @@ def run_fuzz(tmp_path: Path, count: int) -> None:
         t0 = time.monotonic()
         outcome = asyncio.run(fuzz(broker, count, seed))
         elapsed = time.monotonic() - t0
+        if outcome.failures:
+            good.broken.set()
         good.stop.set()
         thread.join(90)
         lines = broker.log_text().splitlines()[log_before:]
