@@ -100,7 +100,7 @@ def _zero(kafka_type: str, optional: bool) -> Any:
     return 0
 
 
-def _convert(kafka_type: str, value: Any) -> Any:
+def _convert(kafka_type: str, value: Any, optional: bool = True) -> Any:
     if value is None:
         return None
     if kafka_type == "error_code":
@@ -108,7 +108,7 @@ def _convert(kafka_type: str, value: Any) -> Any:
     if kafka_type.startswith("timedelta") and isinstance(value, int):
         return datetime.timedelta(milliseconds=value)
     if kafka_type.startswith("datetime") and isinstance(value, int):
-        if value < 0:  # Kafka's -1 "no timestamp" is kio's None
+        if value < 0 and optional:  # Kafka's -1 "no timestamp" is kio's None
             return None
         return _EPOCH + datetime.timedelta(milliseconds=value)
     return value
@@ -163,7 +163,8 @@ def build(cls: type, data: Mapping[str, Any] | None = None, /, **kwargs: Any) ->
             elif p.is_array:
                 values[p.name] = tuple(raw) if raw is not None else None
             else:
-                values[p.name] = _convert(p.kafka_type or "", raw)
+                # A non-nullable timestamp keeps -1 as a datetime (kio cannot write None).
+                values[p.name] = _convert(p.kafka_type or "", raw, p.optional)
         elif not p.has_default:
             if p.is_array:
                 values[p.name] = ()

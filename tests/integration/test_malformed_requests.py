@@ -137,3 +137,17 @@ def test_metadata_null_topic_name_below_v12_is_invalid_request(nerve, version):
     resp, _ = entity_reader(response_class(3, version))(frame, 5)
     assert [(t.name, t.error_code) for t in resp.topics] == [("", 42)]  # INVALID_REQUEST
     assert "Traceback" not in nerve.log_text()
+
+
+def test_describe_transactions_of_an_unknown_id_is_answered(nerve):
+    """Its start time -1 reached kio as None for a non-nullable timestamp (found by the fuzz)."""
+    req = build(request_class(65, 0), transactional_ids=["no-such-txn"])
+    with connect(nerve.bootstrap) as s:
+        s.sendall(request_frame(65, 0, 6, req))
+        frame = read_frame(s)
+    # kio cannot read its own -1 timestamp back; the first state's error code is at byte 10
+    # (correlation id, header tags, throttle time, array length).
+    assert struct.unpack_from(">ibi", frame) == (6, 0, 0)
+    assert frame[9] == 2  # one state
+    assert struct.unpack_from(">h", frame, 10)[0] in (105, 15)  # NOT_FOUND / NOT_AVAILABLE
+    assert "Traceback" not in nerve.log_text()

@@ -100,8 +100,10 @@ def test_what_passes_the_scan_decodes_within_the_frame(data):
     assert end <= len(body)
     try:
         _value, size = entity_reader(cls)(bytes(body), 0)
-    except (SerialError, ValueError, UnicodeError):
-        return  # refused by kio for another reason (bad UTF-8, a bool of 7): also fine
+    except (SerialError, ValueError, UnicodeError, KeyError):
+        # Refused by kio for another reason (bad UTF-8, a bool of 7, an unknown tag: kio
+        # raises KeyError where Kafka skips unknown tagged fields): closed, also bounded.
+        return
     assert size == end
 
 
