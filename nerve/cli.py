@@ -57,7 +57,16 @@ def main() -> None:
               help="asyncio (sendfile for large fetches) or uvloop (must be installed).")
 # ---- web console (nerve/console), served on the broker's event loop
 @click.option("--console-port", envvar="NERVE_CONSOLE_PORT", default=8080, show_default=True,
-              type=int, help="Web console port, on --host (0: any free port).")
+              type=int, help="Web console port, on --console-host (0: any free port).")
+@click.option("--console-host", envvar="NERVE_CONSOLE_HOST", default="127.0.0.1",
+              show_default=True, help="Address the web console listens on.")
+@click.option("--console-password", envvar="NERVE_CONSOLE_PASSWORD", default=None,
+              help="HTTP basic auth password (any user name) for the web console; required "
+                   "for a writable console on a non-loopback --console-host. Prefer the env "
+                   "variable (a flag shows in ps).")
+@click.option("--console-allowed-hosts", envvar="NERVE_CONSOLE_ALLOWED_HOSTS", default="",
+              help="Comma-separated extra Host names the console answers to (a DNS name or "
+                   "proxy in front of it); others are refused.")
 @click.option("--no-console", is_flag=True, envvar="NERVE_NO_CONSOLE",
               help="Do not start the web console.")
 @click.option("--console-read-only", is_flag=True, envvar="NERVE_CONSOLE_READ_ONLY",
@@ -73,6 +82,9 @@ def serve(
     log_level: str,
     event_loop: str,
     console_port: int,
+    console_host: str,
+    console_password: str | None,
+    console_allowed_hosts: str,
     no_console: bool,
     console_read_only: bool,
 ) -> None:
@@ -89,7 +101,16 @@ def serve(
         config = BrokerConfig.load(config_file, _parse_sets(sets))
     except (ConfigError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    console = None if no_console else (console_port, console_read_only)
+    console = None
+    if not no_console:
+        from nerve.console.guard import refusal
+
+        if (why := refusal(console_host, console_read_only, console_password)) is not None:
+            click.echo(f"nerve: {why}", err=True)
+            sys.exit(2)
+        console = {"host": console_host, "port": console_port, "read_only": console_read_only,
+                   "password": console_password or None,
+                   "allowed": tuple(console_allowed_hosts.split(","))}
     main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console)
     try:
         if event_loop == "uvloop":
@@ -119,7 +140,7 @@ async def _serve(
     advertised_host: str | None,
     node_id: int | None,
     config: BrokerConfig,
-    console_opts: tuple[int, bool] | None = None,
+    console_opts: dict[str, Any] | None = None,
 ) -> None:
     from nerve.broker import Broker
 
@@ -165,7 +186,7 @@ async def _serve(
             from nerve.console.server import start_embedded
 
             if not stopping:
-                console = await start_embedded(broker, host, *console_opts)
+                console = await start_embedded(broker, **console_opts)
     await broker.serve_forever()
     if stopping:
         try:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlencode, urlparse
+from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,7 +31,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nerve.console import pages, stories
+from nerve.console import guard, pages, stories
 from nerve.console.accounting import Accounting
 from nerve.tools.base import ToolError, UnknownGroup, UnknownTopic, Unreachable
 from nerve.tools.kafka import Cluster
@@ -174,7 +174,10 @@ def _redirect(path: str, msg: str | None = None) -> RedirectResponse:
 
 
 def create_app(cluster: Cluster, *, read_only: bool = False,
-               accounting: Callable[[], Accounting | None] = lambda: None) -> Starlette:
+               accounting: Callable[[], Accounting | None] = lambda: None,
+               hosts: set[str] | None = None, password: str | None = None) -> Starlette:
+    """`hosts`: the Host names served (default: the loopback names); `password`: HTTP basic
+    auth for every request (nerve/console/guard.py)."""
     sampler = Sampler(cluster)
     story_hub = stories.StoryHub(cluster)
     ctx = pages.Ctx(bootstrap=cluster.bootstrap, read_only=read_only,
@@ -195,15 +198,10 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         return HTMLResponse(pages.error(ctx, str(e)), status_code=status)
 
     def guard_write(request: Request) -> Response | None:
-        """Refuse actions in read-only mode, and cross-site form posts (no CSRF token here:
-        the console is meant for loopback or a trusted network)."""
+        """Refuse actions in read-only mode (Host, Origin and CSRF token: guard.Guard)."""
         if read_only:
             return PlainTextResponse("read-only console: actions are disabled\n",
                                      status_code=403)
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlparse(origin).netloc != request.headers.get(
-                "host"):
-            return PlainTextResponse("cross-origin form post refused\n", status_code=403)
         return None
 
     # ------------------------------------------------------------------ pages
@@ -464,7 +462,10 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         *stories.routes(story_hub, ctx, stopping),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(stories.NavRefresh, hub=story_hub)])
+    app = Starlette(routes=routes, middleware=[
+        Middleware(guard.Guard, hosts=hosts or guard.allowed_hosts("127.0.0.1"),
+                   password=password),
+        Middleware(stories.NavRefresh, hub=story_hub)])
     app.state.cluster = cluster
     app.state.story_hub = story_hub
     app.state.shutdown = shutdown

@@ -8,6 +8,7 @@ engine to install. In read-only mode no form is rendered at all.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from nerve import __version__
+from nerve.console.guard import CSRF_FIELD, current_token
 from nerve.tools.base import text
 from nerve.tools.kafka import GroupInfo, Record, ResetRow, TopicInfo
 
@@ -42,7 +44,13 @@ def _ts(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+_POST_FORM = re.compile(r'(<form method="post"[^>]*>)')
+
+
 def layout(ctx: Ctx, title: str, body: str, active: str = "", msg: str | None = None) -> str:
+    # Every form that posts carries this session's CSRF token (nerve/console/guard.py).
+    field = f'<input type="hidden" name="{CSRF_FIELD}" value="{h(current_token.get())}">'
+    body = _POST_FORM.sub(lambda m: m.group(1) + field, body)
     def nav(href: str, label: str, key: str) -> str:
         cls = ' class="active"' if key == active else ""
         return f'<a href="{href}"{cls}>{label}</a>'
@@ -284,7 +292,7 @@ def reset_preview(ctx: Ctx, gid: str, rows: list[ResetRow], form: dict[str, str]
         f"<tr><td>{h(r.topic)}</td><td class=\"num\">{r.partition}</td>"
         f'<td class="num">{h(r.current)}</td><td class="num">{r.new}</td></tr>' for r in rows)
     hidden = "".join(f'<input type="hidden" name="{h(k)}" value="{h(v)}">'
-                     for k, v in form.items() if k != "execute")
+                     for k, v in form.items() if k not in ("execute", CSRF_FIELD))
     body = f"""
 <h1><small>reset offsets of</small> {h(gid)}</h1>
 <p>Nothing has changed yet. Confirm to move these committed offsets:</p>

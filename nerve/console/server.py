@@ -74,17 +74,27 @@ def _config(app: object, **kw: object) -> uvicorn.Config:
                           timeout_graceful_shutdown=1, **kw)  # type: ignore[arg-type]
 
 
-async def start_embedded(broker: Broker, host: str, port: int,
-                         read_only: bool) -> ConsoleHandle | None:
+def _warn_open(host: str, read_only: bool, password: str | None) -> None:
+    from nerve.console.guard import is_loopback
+
+    if read_only and not password and not is_loopback(host):
+        log.warning("web console on %s without a password: anyone who reaches it can read "
+                    "every topic's messages (--console-password)", host)
+
+
+async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
+                         password: str | None = None,
+                         allowed: tuple[str, ...] = ()) -> ConsoleHandle | None:
     """Serve the console on this loop, talking to `broker` over the Kafka protocol.
 
     A console that cannot bind its port is logged and skipped: the broker matters more.
     """
     from nerve.console import accounting
     from nerve.console.app import create_app
+    from nerve.console.guard import allowed_hosts
     from nerve.tools.kafka import Cluster
 
-    kafka_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    kafka_host = "127.0.0.1" if broker.host in ("0.0.0.0", "", "::") else broker.host
     cluster = Cluster(f"{kafka_host}:{broker.port}", client_id="nerve-console")
     try:
         sock = _bind(host, port)
@@ -93,8 +103,10 @@ async def start_embedded(broker: Broker, host: str, port: int,
                     "use --console-port or --no-console", host, port, e.strerror or e)
         return None
     bound = sock.getsockname()[1]
+    _warn_open(host, read_only, password)
     app = create_app(cluster, read_only=read_only,
-                     accounting=lambda: accounting.of(broker.core))
+                     accounting=lambda: accounting.of(broker.core),
+                     hosts=allowed_hosts(host, allowed), password=password)
     server = _EmbeddedServer(_config(app))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
@@ -107,11 +119,17 @@ async def start_embedded(broker: Broker, host: str, port: int,
     return ConsoleHandle(server, task, url, cluster)
 
 
-def run_standalone(cluster: Cluster, host: str, port: int, read_only: bool) -> None:
+def run_standalone(cluster: Cluster, host: str, port: int, read_only: bool,
+                   password: str | None = None, allowed: tuple[str, ...] = ()) -> None:
     """`nerve console`: run until Ctrl-C, for any Kafka cluster."""
     from nerve.console.app import create_app
+    from nerve.console.guard import allowed_hosts, refusal
 
-    app = create_app(cluster, read_only=read_only, accounting=lambda: None)
+    if (why := refusal(host, read_only, password)) is not None:
+        raise ToolError(why.replace("--console-", "--"))
+    _warn_open(host, read_only, password)
+    app = create_app(cluster, read_only=read_only, accounting=lambda: None,
+                     hosts=allowed_hosts(host, allowed), password=password)
     try:
         sock = _bind(host, port)
     except OSError as e:

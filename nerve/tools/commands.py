@@ -425,14 +425,21 @@ def groups_delete(group: str, bootstrap: str, timeout: float) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", "-p", type=int, default=8080, show_default=True)
 @click.option("--read-only", is_flag=True, help="Hide every action (produce, reset, delete).")
+@click.option("--password", envvar="NERVE_CONSOLE_PASSWORD", default=None,
+              help="HTTP basic auth password (any user name); required for a writable "
+                   "console on a non-loopback --host. Prefer the env variable.")
+@click.option("--allowed-hosts", envvar="NERVE_CONSOLE_ALLOWED_HOSTS", default="",
+              help="Comma-separated extra Host names the console answers to.")
 @_tool_errors
-def console(bootstrap: str, timeout: float, host: str, port: int, read_only: bool) -> None:
+def console(bootstrap: str, timeout: float, host: str, port: int, read_only: bool,
+            password: str | None, allowed_hosts: str) -> None:
     """Run the web console for any Kafka cluster (nerve or Apache Kafka)."""
     from nerve.console.server import run_standalone
 
     cluster = _cluster(bootstrap, timeout, client_id="nerve-console")
     cluster.metadata()  # fail now, with one line, if the cluster is unreachable
-    run_standalone(cluster, host, port, read_only)
+    run_standalone(cluster, host, port, read_only, password or None,
+                   tuple(allowed_hosts.split(",")))
 
 
 # ---- nerve log dump|verify (nerve/tools/logtool.py): files of a stopped broker, no network

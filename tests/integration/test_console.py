@@ -8,6 +8,7 @@ the console standalone against Apache Kafka.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -32,6 +33,15 @@ class Console:
         self.bootstrap = broker_bootstrap
         self.url = url
         self.http = httpx.Client(base_url=url, timeout=20, follow_redirects=False)
+
+    def post(self, path: str, data: dict[str, str]) -> httpx.Response:
+        return form_post(self.http, self.url, path, data)
+
+
+def form_post(http: httpx.Client, url: str, path: str, data: dict[str, str]) -> httpx.Response:
+    """Post as the console's own forms do: this session's CSRF token, same Origin."""
+    token = re.findall(r'name="csrf" value="([0-9a-f]+)"', http.get(url + "/").text)[0]
+    return http.post(url + path, data={**data, "csrf": token}, headers={"origin": url})
 
 
 @pytest.fixture
@@ -130,7 +140,7 @@ def test_produce_form_then_see_it_on_the_sse_tail(console: Console,
     t = threading.Thread(target=tail, daemon=True)
     t.start()
     assert ready.wait(20), "the tail never said it was ready"
-    r = console.http.post(f"/topics/{topic}/produce",
+    r = console.post(f"/topics/{topic}/produce",
                           data={"key": "k1", "value": '{"hello": "form"}',
                                 "headers": "source=console\nx=1", "partition": ""})
     assert r.status_code == 303 and "produced+to+partition+0+at+offset+0" in r.headers["location"]
@@ -156,11 +166,11 @@ def test_group_page_shows_lag_and_resets_with_confirmation(
     assert f'<a href="/groups/{group}">' in console.http.get("/").text
 
     # Reset: the first post only previews, the second (execute=1) applies.
-    r = console.http.post(f"/groups/{group}/reset", data={"to": "earliest", "topic": topic})
+    r = console.post(f"/groups/{group}/reset", data={"to": "earliest", "topic": topic})
     assert r.status_code == 200 and "Confirm reset" in r.text
     r = console.http.get(f"/groups/{group}")
     assert '<td class="num lag">4</td>' in r.text  # nothing moved yet
-    r = console.http.post(f"/groups/{group}/reset",
+    r = console.post(f"/groups/{group}/reset",
                           data={"to": "earliest", "topic": topic, "execute": "1"})
     assert r.status_code == 303
     r = console.http.get(f"/groups/{group}")
@@ -289,7 +299,7 @@ def test_standalone_console_against_apache_kafka(kafka_bootstrap: str,  # noqa: 
             graph = http.get("/api/map").json()
             assert graph["accounting"] is False and f"g:{group}" in {
                 n["id"] for n in graph["nodes"]}
-            r = http.post(f"/topics/{topic}/produce", data={"value": "three"})
+            r = form_post(http, url, f"/topics/{topic}/produce", {"value": "three"})
             assert r.status_code == 303
     finally:
         proc.terminate()
