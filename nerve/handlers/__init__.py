@@ -84,6 +84,11 @@ class RequestContext:
     client_host: str
     client_port: int
     connection_id: int
+    # Who is asking (Kafka's KafkaPrincipal string form) and through which listener: set by
+    # the connection once SASL or the TLS client certificate has authenticated it.
+    principal: str = "User:ANONYMOUS"
+    listener_name: str = "PLAINTEXT"
+    security_protocol: str = "PLAINTEXT"
 
     @property
     def version(self) -> int:
