@@ -86,10 +86,13 @@ def consumer_config(
     return cfg
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30) -> None:
-    """Create topics (name -> partitions); existing ones are left alone."""
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30,
+                  replication_factor: int = -1) -> None:
+    """Create topics (name -> partitions); existing ones are left alone. Replication factor
+    -1 is the cluster's default.replication.factor (KIP-464)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()],
+    futures = admin.create_topics([NewTopic(t, n, replication_factor)
+                                   for t, n in topics.items()],
                                   operation_timeout=timeout)
     for topic, fut in futures.items():
         try:

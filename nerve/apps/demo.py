@@ -40,6 +40,8 @@ def _options(default_rate: float) -> Callable[[Callable[..., Any]], Callable[...
             click.option("--console-port", default=8080, show_default=True, type=int,
                          help="Web console of the embedded broker (0: any free port)."),
             click.option("--no-console", is_flag=True, help="Do not start the web console."),
+            click.option("--replication-factor", default=-1, show_default=True, type=int,
+                         help="Of the story's topics; -1: the cluster's default."),
         ]):
             fn = opt(fn)
         return fn
@@ -54,23 +56,23 @@ def demo() -> None:
 @demo.command()
 @_options(50.0)
 def shop(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
-         console_port: int, no_console: bool) -> None:
+         console_port: int, no_console: bool, replication_factor: int) -> None:
     """A web shop: inventory, marketing promos and support tickets from customer events."""
     from nerve.apps.shop.story import story
 
     _run(story(), bootstrap_server, duration, rate, work_dir,
-         None if no_console else console_port)
+         None if no_console else console_port, replication_factor)
 
 
 @demo.command()
 @_options(5.0)
 def rides(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
-          console_port: int, no_console: bool) -> None:
+          console_port: int, no_console: bool, replication_factor: int) -> None:
     """Ride hailing: matching (2 instances), tracking and payments; prints match latency."""
     from nerve.apps.rides.story import story
 
     _run(story(), bootstrap_server, duration, rate, work_dir,
-         None if no_console else console_port)
+         None if no_console else console_port, replication_factor)
 
 
 @contextlib.contextmanager
@@ -132,14 +134,14 @@ async def _cancel_leftover_tasks() -> None:
 
 
 def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
-         work_dir: Path | None, console_port: int | None) -> None:
+         work_dir: Path | None, console_port: int | None, replication_factor: int = -1) -> None:
     from nerve.apps.runner import StoryRun
 
     root = work_dir or Path(tempfile.mkdtemp(prefix=f"nerve-demo-{story.name}-"))
     ok = False
     try:
         with _broker(bootstrap, root / "broker", console_port, story.name) as bs:
-            run = StoryRun(story, bs, root / "run")
+            run = StoryRun(story, bs, root / "run", replication_factor=replication_factor)
             topics = ", ".join(f"{t} ({n})" for t, n in story.topics.items())
             click.echo(f"{story.name}: topics (partitions) {topics}")
             click.echo(f"{story.name}: starting {', '.join(s.name for s in story.services)}; "

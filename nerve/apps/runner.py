@@ -53,12 +53,14 @@ class StoryRun:
     bootstrap: str
     root: Path
     procs: dict[str, Proc] = field(default_factory=dict)
+    replication_factor: int = -1  # -1: the cluster's default.replication.factor
 
     def start(self, sim_args: tuple[str, ...] = (), ready_timeout: float = 60) -> None:
         """Create the topics, start every service, wait until they are ready, start the
         simulator."""
         self.root.mkdir(parents=True, exist_ok=True)
-        create_topics(self.bootstrap, self.story.topics)
+        create_topics(self.bootstrap, self.story.topics,
+                      replication_factor=self.replication_factor)
         for spec in self.story.services:
             self._spawn(spec)
         deadline = time.monotonic() + ready_timeout

@@ -196,7 +196,6 @@ def test_unknown_topic_is_one_line_and_exit_1(bootstrap: str) -> None:
         (("topics", "describe", missing), None),
         (("topics", "delete", missing), None),
         (("topics", "alter", missing, "--partitions", "2"), None),
-        (("produce", missing), "x\n"),
         (("consume", missing, "--exit"), None),
     ]:
         r = cli(bootstrap, *args, input=stdin)
