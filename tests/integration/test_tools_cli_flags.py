@@ -164,6 +164,7 @@ def test_consumer_leaves_its_group_on_sigterm(bootstrap: str) -> None:
             proc.wait()
 
 
+@pytest.mark.slow  # its own broker, stopped and restarted, and waits for librdkafka
 def test_consume_says_once_when_the_broker_is_away_then_resumes(
         nerve_factory: Callable[..., NerveProcess], tmp_path: Path) -> None:
     broker = nerve_factory("--no-console")
