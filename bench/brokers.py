@@ -23,6 +23,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 KAFKA_BROKER = ROOT / "scripts" / "kafka-broker"
 READY_RE = re.compile(rb"serving Kafka protocol on ([\d.]+):(\d+)")
 
@@ -134,6 +135,11 @@ class NerveBroker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # The broker's log outlives its data (with NERVE_TRACE_SLOW_MS: the slow requests).
+        log = self.tmp / "nerve.log"
+        if log.exists():
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, RESULTS / f"last-{self.label}.log")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import confluent_kafka
 
+from bench import disk
 from bench import restart as rs
 from bench import workloads as w
 from bench.brokers import ROOT, Broker, KafkaBroker, NerveBroker, RssSampler, rss_mb
@@ -130,14 +131,15 @@ def run_broker(label: str, sizes: w.Sizes, nerve_src: Path,
                     w.median_run([w.rdk_produce(bs, t, p, n, s) for t in ts])))
                 step(f"rdk-consume {tag}", lambda ts=topics, p=parts, n=n, s=size: (
                     w.median_run([w.rdk_consume(bs, t, p, n, s) for t in ts])))
-            if label == KAFKA or "rate" not in paced:
+            if not paced.get("fixed") and (label == KAFKA or "rate" not in paced):
                 paced["rate"] = round(out["workloads"][PEAK]["rec_s"] / 2)
                 paced["from"] = label
             rate = paced["rate"]
             progress(f"{label}: paced produce at {rate:,.0f} records/s "
                      f"(half of {paced['from']}'s {PEAK} peak)")
             topic = w.new_topic(bs, 1)
-            step(PACED, lambda: w.rdk_produce_at_rate(bs, topic, rate, sizes.paced_seconds, 1024))
+            step(PACED, lambda: w.rdk_produce_at_rate(bs, topic, rate, sizes.paced_seconds, 1024,
+                                                     sizes.paced_rounds))
             step(f"end-to-end {sizes.e2e_rate}/s 100B",
                  lambda: w.end_to_end(bs, sizes.e2e_rate, sizes.e2e_seconds))
         out["memory"]["load_peak_rss_mb"] = sampler.peak
@@ -271,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nerve-rev", default=None,
                     help="benchmark nerve as committed at this git revision (default: the "
                          "working tree)")
+    ap.add_argument("--paced-rate", type=int, default=None,
+                    help="records/s of the paced-latency step (default: half of Kafka's peak, "
+                         "or of the first broker's when Kafka does not run)")
     ap.add_argument("--restart", action="store_true",
                     help="only the restart-at-scale step (nerve's default setup and Kafka)")
     a = ap.parse_args(argv)
@@ -288,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.nerve_rev:
         nerve_src, nerve_rev = export_rev(a.nerve_rev)
         progress(f"nerve from commit {nerve_rev} ({nerve_src})")
+    # The disk's limit first (before any broker loads it): fsynced append bandwidth, latency.
+    limit = disk.probe(Path(tempfile.gettempdir()))
+    progress(f"disk ({tempfile.gettempdir()}): {fmt(limit)}")
     results: dict[str, Any] = {}
     paced: dict[str, Any] = {}
+    if a.paced_rate:
+        paced.update(rate=a.paced_rate, fixed=True, **{"from": "--paced-rate"})
     # Kafka first: its peak produce rate sets the rate of every broker's paced-latency step.
     order = sorted(labels, key=lambda lb: lb != KAFKA)
     try:
@@ -312,9 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== summary (headline metric per workload) ==")
     for line in summary(rows, labels):
         print(line)
+    print("\n== durable produce as a fraction of the disk's fsynced append bandwidth "
+          f"({limit['fsynced_mb_s']:,.0f} MB/s with 256 KiB writes) ==")
+    for label in labels:
+        for wl, m in results[label]["workloads"].items():
+            if wl.startswith(("rdk-produce", "java-producer-perf")) and "mb_s" in m:
+                print(f"{label:<14} {wl:<28} {m['mb_s']:8,.1f} MB/s = "
+                      f"{m['mb_s'] / limit['fsynced_mb_s']:.0%}")
 
     a.out.mkdir(parents=True, exist_ok=True)
     doc = {"date": stamp, "mode": "quick" if a.quick else "full", "sizes": sizes.__dict__,
+           "disk": limit,
            "machine": machine(), "producer_conf": w.PRODUCER_CONF,
            "consumer_conf": w.CONSUMER_CONF, "paced_produce": paced, "nerve_setups": NERVE_SETUPS,
            "nerve_source": nerve_rev, "results": results, "rows": rows}

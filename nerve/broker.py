@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nerve import __version__
+from nerve import __version__, trace
 from nerve.config import BrokerConfig
 from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
@@ -146,6 +146,7 @@ class Broker:
         self.advertised_host = advertised_host
         self.core: BrokerCore | None = None
         self._server: Listener | None = None
+        self._trace_watch: asyncio.Task[None] | None = None
         self.memory: RequestMemoryPool | None = None
         self._connections: set[KafkaConnection] = set()
         self._stopped: asyncio.Event | None = None
@@ -208,12 +209,15 @@ class Broker:
             idle_ms=cfg.get_int("connections.max.idle.ms"),
         )
         self._server.start()
+        self._trace_watch = trace.start_watchers()  # NERVE_TRACE_SLOW_MS only
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Graceful shutdown: stop accepting, answer what is in flight, flush, close files."""
         if self._server is None:
             return
         self._server.close()
+        if self._trace_watch is not None:
+            self._trace_watch.cancel()
         try:
             if self.core is not None:
                 for hook in _DRAIN_HOOKS:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.serial.errors import SerialError
 
+from nerve import trace
 from nerve.handlers import DeferredResponse, RawResponse, RequestContext, load_handlers
 from nerve.protocol import messages
 from nerve.protocol.bounds import scanner
@@ -84,8 +85,13 @@ class Dispatcher:
                 f"malformed {spec.name} v{api_version} request: {type(e).__name__}: {e}"
             ) from None
         ctx = RequestContext(self.broker, header, client_host, client_port, connection_id)
+        if trace.ENABLED:
+            trace.name(spec.name)
+            trace.mark("decoded")
         try:
             response = await spec.handler(ctx, request)
+            if trace.ENABLED:
+                trace.mark("handled")
             # ApiVersions answers always use response header v0 (clients parse it before they
             # know whether the broker speaks flexible versions).
             flexible_header = flexible and api_key != API_VERSIONS_KEY

@@ -31,6 +31,7 @@ import asyncio
 import logging
 from typing import Any
 
+from nerve import trace
 from nerve.coordinator.transactions import transactions_of
 from nerve.handlers import DeferredResponse, RawResponse, RequestContext, api
 from nerve.protocol import records as rb
@@ -142,6 +143,8 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             acct.record_produce(ctx.header.client_id, ctx.client_host, name,
                                 sum(len(p.records or b"") for p in topic_data.partition_data))
         responses.append((name, parts))
+    if trace.ENABLED:
+        trace.mark("appended")
     if acks == 0:
         return None
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):

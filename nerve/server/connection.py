@@ -25,6 +25,7 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any
 
+from nerve import trace
 from nerve.handlers.dispatch import CloseConnection, Dispatcher
 from nerve.protocol.framing import FramingError
 
@@ -97,6 +98,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_event_loop()
         self.last_active = self._loop.time()  # a request read or an answer written (idle reaper)
         self._frames: collections.deque[bytes | memoryview] = collections.deque()
+        # NERVE_TRACE_SLOW_MS only: when each queued frame was read, and the stages of each
+        # queued answer (nerve/trace.py).
+        self._frame_times: collections.deque[float] = collections.deque()
+        self._answer_traces: collections.deque[trace.Stages | None] = collections.deque()
         self._wakeup: asyncio.Event = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -134,6 +139,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._big_filled += nbytes
                 if self._big_filled == len(self._big_view):
                     self._frames.append(self._big_view.toreadonly())
+                    if trace.ENABLED:
+                        self._frame_times.append(trace.now())
                     self._big = self._big_view = None
                     self.last_active = self._loop.time()
             elif self._carry:
@@ -175,6 +182,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     pos = end_of_data
                 break
             frames.append(bytes(buf[pos + 4:end]))
+            if trace.ENABLED:
+                self._frame_times.append(trace.now())
             taken += size
             pos = end
         if taken:
@@ -247,6 +256,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if self._big_view is not None:
             held += len(self._big_view)
         self._frames.clear()
+        self._frame_times.clear()
         self._big = self._big_view = None
         self._reserved = 0
         self._carry = bytearray()
@@ -299,6 +309,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     slice_start = loop.time()
                     continue
                 frame = self._frames.popleft()
+                stages = trace.begin(self._frame_times.popleft()) if trace.ENABLED else None
                 if len(self._frames) < MAX_QUEUED_FRAMES // 2 and (
                         self._reading_paused or self._carry):
                     self._frame_more()
@@ -313,12 +324,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     memory.release(len(frame))
                     del frame
                 if self._outbox or isinstance(result, asyncio.Future):
-                    self._queue_answer(result)
+                    self._queue_answer(result, stages)
                     if len(self._outbox) >= MAX_PENDING_RESPONSES:
                         self._outbox_space.clear()
                         await self._outbox_space.wait()
                 else:
                     await self._deliver(result)
+                    if stages is not None:
+                        trace.finish(stages, self.connection_id)
                     self.idle.set()
                 if self._frames:
                     now = loop.time()
@@ -332,8 +345,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         finally:
             self.connections.discard(self)
 
-    def _queue_answer(self, result: Any) -> None:
+    def _queue_answer(self, result: Any, stages: trace.Stages | None) -> None:
         self._outbox.append(result)
+        if trace.ENABLED:
+            self._answer_traces.append(stages)
         if self._sender is None or self._sender.done():
             self._sender = self._loop.create_task(self._send_in_order())
 
@@ -342,10 +357,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
         try:
             while self._outbox:
                 item = self._outbox[0]
-                await self._deliver(await item if isinstance(item, asyncio.Future) else item)
+                if isinstance(item, asyncio.Future):
+                    item = await item
+                    if trace.ENABLED and self._answer_traces:
+                        stages = self._answer_traces[0]
+                        if stages is not None:
+                            stages.append(("ready", trace.now()))
+                await self._deliver(item)
                 # Popped only once written: while the outbox is not empty, the worker queues
                 # behind it instead of writing, so answers never interleave.
                 self._outbox.popleft()
+                if trace.ENABLED and self._answer_traces:
+                    trace.finish(self._answer_traces.popleft(), self.connection_id)
                 if len(self._outbox) < MAX_PENDING_RESPONSES:
                     self._outbox_space.set()
         except (asyncio.CancelledError, Exception) as e:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from nerve import trace
 from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
 from nerve.storage.errors import (
     InvalidPartitionsError,
@@ -106,14 +107,16 @@ def _run_token(token: FlushToken) -> OSError | None:
     return None
 
 
-def _run_tokens(tokens: list[FlushToken]) -> list[OSError | None]:
-    """Run each token (in a worker thread); one log's failed fsync does not stop the rest."""
+def _run_tokens(tokens: list[FlushToken]) -> tuple[list[OSError | None], float, float]:
+    """Run each token (in a worker thread); one log's failed fsync does not stop the rest.
+    Also returns when the thread started and ended (nerve/trace.py)."""
+    started = trace.now()
     if len(tokens) < _PARALLEL_FSYNC_MIN:
-        return [_run_token(t) for t in tokens]
+        return [_run_token(t) for t in tokens], started, trace.now()
     # A round of many partitions (a stop after recovering thousands of tails, a produce to
     # thousands of partitions): parallel fsyncs share the filesystem's journal commits.
     with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="nerve-fsync") as pool:
-        return list(pool.map(_run_token, tokens))
+        return list(pool.map(_run_token, tokens)), started, trace.now()
 
 
 class LogManager:
@@ -434,7 +437,16 @@ class LogManager:
         round_done = self._next_round
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_rounds())
-        await asyncio.shield(round_done)
+        if trace.ENABLED:
+            trace.mark("fsync-queued")
+            times = await asyncio.shield(round_done)
+            if times:
+                for stage, at in zip(("round-start", "fsync-start", "fsync-end", "round-end"),
+                                     times, strict=True):
+                    trace.mark(stage, at)
+            trace.mark("flushed")
+        else:
+            await asyncio.shield(round_done)
 
     async def _flush_rounds(self) -> None:
         try:
@@ -443,7 +455,9 @@ class LogManager:
                 self._waiting.clear()
                 round_done, self._next_round = self._next_round, None
                 assert round_done is not None
+                times: tuple[float, ...] | None = None
                 try:
+                    round_start = trace.now()
                     tokens = []
                     for lg in logs:
                         if lg.closed:
@@ -457,7 +471,8 @@ class LogManager:
                             tokens.append(token)
                     if tokens:
                         self.fsync_rounds += 1
-                        errors = await asyncio.to_thread(_run_tokens, tokens)
+                        errors, fsync_start, fsync_end = await asyncio.to_thread(
+                            _run_tokens, tokens)
                         now = self._now_ms()
                         for t, error in zip(tokens, errors, strict=True):
                             if t.log.closed:
@@ -467,6 +482,7 @@ class LogManager:
                             else:  # cut back to the recovery point: nothing acknowledged
                                 t.log.fail_flush(error)
                         self._checkpoint_soon()
+                        times = (round_start, fsync_start, fsync_end, trace.now())
                 except BaseException as exc:
                     if not round_done.done():
                         round_done.set_exception(exc)
@@ -474,7 +490,7 @@ class LogManager:
                         raise
                 else:
                     if not round_done.done():
-                        round_done.set_result(None)
+                        round_done.set_result(times)
         finally:
             self._flusher = None
 

@@ -139,7 +139,7 @@ async def test_group_commit_few_rounds(tmp_path: Path,
     gate = threading.Event()
     original = lm._run_tokens
 
-    def gated_run(tokens: list[lm.FlushToken]) -> list[OSError | None]:
+    def gated_run(tokens: list[lm.FlushToken]) -> tuple[list[OSError | None], float, float]:
         jobs.append(len(tokens))
         gate.wait(5)
         return original(tokens)
