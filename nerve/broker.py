@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nerve import __version__, trace
+from nerve import __version__, heap, trace
 from nerve.config import BrokerConfig
 from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
@@ -209,6 +209,7 @@ class Broker:
             idle_ms=cfg.get_int("connections.max.idle.ms"),
         )
         self._server.start()
+        heap.settle("start-up")  # the broker's long-lived objects: out of the GC's way
         self._trace_watch = trace.start_watchers()  # NERVE_TRACE_SLOW_MS only
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:

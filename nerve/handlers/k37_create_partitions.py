@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from nerve import heap
 from nerve.handlers import RequestContext, api
 from nerve.handlers.k19_create_topics import AdminError, check_assignments
 from nerve.protocol.errors import ErrorCode
@@ -89,4 +90,7 @@ async def handle_create_partitions(ctx: RequestContext, request: Any) -> Any:
         except AdminError as e:
             result.update(error_code=e.code, error_message=e.message)
         results.append(result)
+    if not request.validate_only and sum(t.count for t in request.topics) >= \
+            heap.SETTLE_MIN_PARTITIONS:
+        heap.settle("partitions created")  # their logs: out of the GC's way
     return build(response_class(37, ctx.version), throttle_time=0, results=results)
