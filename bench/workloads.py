@@ -230,7 +230,11 @@ def rdk_produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float,
         while sent < per_round:
             due = min(per_round, int((time.perf_counter() - round_start) * rate) + 1)
             while sent < due:
-                p.produce(topic, value, on_delivery=on_delivery)
+                try:
+                    p.produce(topic, value, on_delivery=on_delivery)
+                except BufferError:  # the broker is behind the rate: wait for deliveries
+                    p.poll(0.005)
+                    continue
                 sent += 1
             p.poll(0)
             time.sleep(0.001)

@@ -79,6 +79,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "connections at once from one address"),
         ConfigDef("connections.max.idle.ms", "long", "600000",
                   "close connections idle this long (-1: never)"),
+        ConfigDef("max.incremental.fetch.session.cache.slots", "int", "1000",
+                  "fetch sessions kept (KIP-227 incremental fetch; 0: none)"),
         ConfigDef("log.retention.check.interval.ms", "long", "300000", "retention sweep period"),
         ConfigDef("log.retention.hours", "int", "168", "age limit in hours"),
         ConfigDef("offsets.retention.minutes", "int", "10080", "committed offset retention"),
