@@ -41,8 +41,15 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = {
                   "log.flush.interval.ms"),
         ConfigDef("index.interval.bytes", "int", "4096", "bytes between offset index entries",
                   "log.index.interval.bytes"),
+        ConfigDef("max.compaction.lag.ms", "long", "9223372036854775807",
+                  "longest a record stays uncompacted", "log.cleaner.max.compaction.lag.ms"),
         ConfigDef("max.message.bytes", "int", "1048588", "largest batch accepted",
                   "message.max.bytes"),
+        ConfigDef("min.cleanable.dirty.ratio", "double", "0.5",
+                  "dirty share of the log that starts a cleaning",
+                  "log.cleaner.min.cleanable.ratio"),
+        ConfigDef("min.compaction.lag.ms", "long", "0", "shortest a record stays uncompacted",
+                  "log.cleaner.min.compaction.lag.ms"),
         ConfigDef("message.timestamp.type", "string", "CreateTime",
                   "CreateTime or LogAppendTime", "log.message.timestamp.type"),
         ConfigDef("min.insync.replicas", "int", "1", "single node: always 1",
@@ -100,6 +107,13 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "3600000", "how often expired transactional ids are removed"),
         ConfigDef("producer.id.expiration.ms", "int", "86400000",
                   "forget idle producer ids after this long"),
+        ConfigDef("log.cleaner.enable", "boolean", "true", "run the log cleaner"),
+        ConfigDef("log.cleaner.threads", "int", "1", "cleaner threads (worker processes)"),
+        ConfigDef("log.cleaner.backoff.ms", "long", "15000", "sleep when no log needs cleaning"),
+        ConfigDef("log.cleaner.dedupe.buffer.size", "long", "134217728",
+                  "offset map memory, all cleaner threads"),
+        ConfigDef("log.cleaner.io.max.bytes.per.second", "double", "1.7976931348623157E308",
+                  "cleaner read+write rate limit"),
         ConfigDef("acks.all.fsync", "boolean", "true",
                   "nerve: answer acks=all only after fsync (group commit)"),
         ConfigDef("max.partitions", "int", "0",
@@ -235,7 +249,12 @@ class TopicConfig:
 
     @property
     def segment_ms(self) -> int:
-        return self.get_int("segment.ms")
+        """segment.ms, or max.compaction.lag.ms when shorter on a compacted topic (Kafka rolls
+        then so the records can be cleaned in time)."""
+        ms = self.get_int("segment.ms")
+        if "compact" in self.get("cleanup.policy"):
+            ms = min(ms, max(self.get_int("max.compaction.lag.ms"), 1))
+        return ms
 
     @property
     def retention_ms(self) -> int:

@@ -24,6 +24,7 @@ from nerve.protocol.records import (
     set_base_offset,
     set_log_append_time,
 )
+from nerve.storage.cleaner_io import complete_swaps
 from nerve.storage.errors import (
     CorruptLogError,
     KafkaStorageError,
@@ -226,6 +227,7 @@ class PartitionLog:
     # ---- loading (Kafka's LogLoader) ----
 
     def _load(self, clean: bool, recovery_point: int | None) -> None:
+        complete_swaps(self.directory)  # a cleaning pass a crash interrupted (cleaner_io.py)
         bases: list[int] = []
         snapshots: list[int] = []
         for entry in os.scandir(self.directory):
@@ -280,10 +282,11 @@ class PartitionLog:
         self._load_producer_state(snapshots)
 
     def _drop_after_gap(self) -> None:
-        """Segments after a truncated one (a gap in offsets) cannot be trusted: drop them."""
+        """Segments after a truncated one cannot be trusted: drop them. (A cleaned segment
+        may end below the next one's base: gaps alone are no truncation.)"""
         for i in range(len(self.segments) - 1):
             seg, later = self.segments[i], self.segments[i + 1:]
-            if later[0].base_offset != seg.next_offset:
+            if seg.truncated_at_load and later[0].base_offset != seg.next_offset:
                 log.warning("%s: dropped %d segment(s) from offset %d (%d bytes): they follow "
                             "a truncation at offset %d", self.name, len(later),
                             later[0].base_offset, sum(s.size for s in later), seg.next_offset)
@@ -599,12 +602,9 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete the oldest segments by retention.ms, then by retention.bytes, stopping at the
-        first that may stay (Kafka's order and predicates). Returns how many.
-
-        As in Kafka, the active segment goes too once it qualifies: an empty segment is rolled
-        first, so the log start offset moves up to the log end offset. Only topics whose
-        cleanup.policy includes `delete` have retention (a compact-only topic keeps everything
-        here, since nerve does not compact)."""
+        first that may stay (Kafka's order and predicates). Returns how many. As in Kafka,
+        the active segment goes too once it qualifies (an empty one is rolled first, so the
+        log start offset moves up to the log end offset). Only cleanup.policy `delete`."""
         config = self.config
         if "delete" not in (p.strip() for p in config.get("cleanup.policy").split(",")):
             return 0

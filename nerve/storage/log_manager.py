@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from nerve import trace
 from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
+from nerve.storage.cleaner import LogCleaner
 from nerve.storage.errors import (
     InvalidPartitionsError,
     InvalidTopicError,
@@ -139,6 +140,7 @@ class LogManager:
         self._by_id: dict[uuid.UUID, TopicInfo] = {}
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self.reaper = SegmentReaper(clock)
+        self.cleaner = LogCleaner(self)  # log compaction (cleaner.py)
         self._tasks: list[asyncio.Task[None]] = []
         # Group commit: logs waiting for the next fsync round, and that round's future.
         self._waiting: dict[int, PartitionLog] = {}
@@ -503,6 +505,7 @@ class LogManager:
             asyncio.create_task(self._policy_loop(), name="nerve-storage-flush-policy"),
             asyncio.create_task(self._retention_loop(), name="nerve-storage-retention"),
         ]
+        self.cleaner.start()
 
     async def _policy_loop(self) -> None:
         while True:
@@ -541,6 +544,7 @@ class LogManager:
 
     async def stop(self) -> None:
         """Cancel background tasks, flush everything (off the loop), close, mark clean."""
+        await self.cleaner.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -60,8 +60,8 @@ def header_problem(h: BatchHeader, position: int, end: int, expected: int | None
         return f"batch of {h.size} bytes runs past the end of the file ({end} bytes)"
     if h.last_offset_delta < 0 or h.records_count < 0:
         return "negative lastOffsetDelta or record count"
-    if expected is not None and h.base_offset != expected:
-        return f"base offset {h.base_offset} where {expected} was expected"
+    if expected is not None and h.base_offset < expected:  # gaps: log compaction
+        return f"base offset {h.base_offset} where {expected} or more was expected"
     return None
 
 
@@ -156,7 +156,8 @@ def walk(
                 size = h.batch_length + LOG_OVERHEAD
                 if (h.magic == 2 and h.batch_length >= MIN_BATCH_LENGTH
                         and position + size <= end and h.last_offset_delta >= 0
-                        and h.records_count >= 0 and h.base_offset == expected):
+                        and h.records_count >= 0 and h.base_offset >= expected
+                        and (next_offset < 0 or h.base_offset < next_offset)):
                     yield position, h
                     position += size
                     expected = h.base_offset + h.last_offset_delta + 1

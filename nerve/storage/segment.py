@@ -89,6 +89,7 @@ class LogSegment:
         self.loaded_size = 0  # bytes that were on disk when the segment was opened
         self._crc_checked = -1  # position of the last batch a fetch CRC-checked
         self._torn = False  # the log file may be longer than `size` (a failed rollback)
+        self.truncated_at_load = False  # recovery cut a torn or corrupt tail
 
     @property
     def path(self) -> Path:
@@ -580,7 +581,8 @@ class LogSegment:
             n, headers = valid_prefix(buf)
             broken = False
             for h in headers:
-                if h.base_offset != expected:  # a CRC-valid batch in the wrong place
+                if h.base_offset < expected:  # a CRC-valid batch in the wrong place (a
+                    # cleaned segment has gaps: a higher base offset is fine)
                     broken = True
                     break
                 batches.append((pos, h))
@@ -601,6 +603,7 @@ class LogSegment:
                 continue  # fewer than 12 bytes left in this chunk, more in the file
             break  # a torn or corrupt batch
         truncated = self._truncate(pos, "torn or corrupt batch")
+        self.truncated_at_load = truncated > 0
         self.flushed_size = 0
         # `expected` also covers damage that runs to the end of a sealed segment.
         self._reset_from_headers(batches, expected)

@@ -1,0 +1,87 @@
+"""Log compaction through a real `nerve serve` and confluent-kafka clients: the latest value
+per key survives at its offset, tombstones go after delete.retention.ms, and a kill -9 at each
+step of a cleaning pass (NERVE_CLEANER_PAUSE_AT) loses no acknowledged latest value."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.compaction import (
+    create_topic,
+    produce_one,
+    produce_rounds,
+    read_all,
+    wait_compacted,
+)
+from tests.helpers import NerveProcess
+
+FAST_CLEANER = ["--set", "log.cleaner.backoff.ms=200"]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveProcess]:
+    proc = NerveProcess(tmp_path_factory.mktemp("compaction") / "data", extra_args=FAST_CLEANER)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_latest_value_per_key_then_tombstones_go(broker: NerveProcess) -> None:
+    topic = "compacted-a"
+    create_topic(broker.bootstrap, topic)
+    expect = produce_rounds(broker.bootstrap, topic)
+    end = 4 * 12
+    produce_one(broker.bootstrap, topic, b"roll1", b"r")  # the workload's segments roll
+    expect[b"roll1"] = (end, b"r")
+    wait_compacted(broker.bootstrap, topic, expect)
+    assert any(v is None for _, v in expect.values())  # tombstones stay for now
+    time.sleep(2)  # past delete.retention.ms (1.5 s): the next pass removes them
+    more = produce_rounds(broker.bootstrap, topic, rounds=1, prefix="later", start=end + 1)
+    produce_one(broker.bootstrap, topic, b"roll2", b"r")
+    final = {k: v for k, v in expect.items() if v[1] is not None}
+    final.update(more)
+    final[b"roll2"] = (end + 1 + len(more), b"r")
+    wait_compacted(broker.bootstrap, topic, {k: v for k, v in final.items()
+                                             if v[1] is not None or k.startswith(b"later")})
+    assert "Traceback" not in broker.log_text()
+
+
+# The default suite kills in the worker's write and at the loop's most delicate state (old
+# segments retired, the swaps not yet renamed); the other steps run in the slow suite.
+@pytest.mark.parametrize("step", ["writing", pytest.param("cleaned", marks=pytest.mark.slow),
+                                  pytest.param("swap", marks=pytest.mark.slow), "retired"])
+def test_kill_at_each_step_of_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     step: str) -> None:
+    monkeypatch.setenv("NERVE_CLEANER_PAUSE_AT", step)
+    proc = NerveProcess(tmp_path / "data", extra_args=FAST_CLEANER)
+    proc.start()
+    try:
+        topic = "killed"
+        create_topic(proc.bootstrap, topic)
+        expect = produce_rounds(proc.bootstrap, topic, rounds=3)
+        produce_one(proc.bootstrap, topic, b"roll", b"r")
+        expect[b"roll"] = (36, b"r")
+        deadline = time.monotonic() + 30
+        while f"paused at {step}" not in proc.log_text():
+            assert time.monotonic() < deadline, proc.log_tail()
+            time.sleep(0.1)
+        proc.kill()
+        monkeypatch.delenv("NERVE_CLEANER_PAUSE_AT")
+        proc.start()
+        records, high = read_all(proc.bootstrap, topic)
+        assert high == 37
+        offsets = [o for o, _, _ in records]
+        assert offsets == sorted(set(offsets))  # no segment twice
+        got = {k: (o, v) for o, k, v in records}
+        assert got == expect  # every acknowledged latest value, at its offset
+        part = tmp_path / "data" / f"{topic}-0"
+        assert not [n for n in os.listdir(part) if n.endswith((".cleaned", ".swap"))]
+        wait_compacted(proc.bootstrap, topic, expect)  # and the next pass finishes the job
+        assert "Traceback" not in proc.log_text()
+    finally:
+        proc.stop()
