@@ -42,6 +42,9 @@ def _options(default_rate: float) -> Callable[[Callable[..., Any]], Callable[...
             click.option("--no-console", is_flag=True, help="Do not start the web console."),
             click.option("--replication-factor", default=-1, show_default=True, type=int,
                          help="Of the story's topics; -1: the cluster's default."),
+            click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 6),
+                         help="Processes per service, sharing its partitions through its "
+                              "consumer group (rides: matching runs at least 2)."),
         ]):
             fn = opt(fn)
         return fn
@@ -56,23 +59,33 @@ def demo() -> None:
 @demo.command()
 @_options(50.0)
 def shop(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
-         console_port: int, no_console: bool, replication_factor: int) -> None:
-    """A web shop: inventory, marketing promos and support tickets from customer events."""
+         console_port: int, no_console: bool, replication_factor: int,
+         instances: int) -> None:
+    """A web shop: inventory, marketing promos and support tickets from customer events;
+    prints each action's latency."""
     from nerve.apps.shop.story import story
 
-    _run(story(), bootstrap_server, duration, rate, work_dir,
+    _run(story(instances), bootstrap_server, duration, rate, work_dir,
          None if no_console else console_port, replication_factor)
 
 
 @demo.command()
 @_options(5.0)
+@click.option("--zones", default=None, type=click.IntRange(1, 10), metavar="N",
+              help="An N x N city (default: sized to --rate).")
+@click.option("--drivers", default=None, type=click.IntRange(1), metavar="D",
+              help="Drivers in all (default: sized to --rate so supply meets demand).")
 def rides(bootstrap_server: str | None, duration: float, rate: float, work_dir: Path | None,
-          console_port: int, no_console: bool, replication_factor: int) -> None:
-    """Ride hailing: matching (2 instances), tracking and payments; prints match latency."""
+          console_port: int, no_console: bool, replication_factor: int, instances: int,
+          zones: int | None, drivers: int | None) -> None:
+    """Ride hailing: matching (2 or more instances), tracking and payments; prints each
+    action's latency."""
     from nerve.apps.rides.story import story
 
-    _run(story(), bootstrap_server, duration, rate, work_dir,
-         None if no_console else console_port, replication_factor)
+    extra = (*(("--zones", str(zones)) if zones else ()),
+             *(("--drivers", str(drivers)) if drivers else ()))
+    _run(story(max(2, instances), instances), bootstrap_server, duration, rate, work_dir,
+         None if no_console else console_port, replication_factor, extra)
 
 
 @contextlib.contextmanager
@@ -134,7 +147,8 @@ async def _cancel_leftover_tasks() -> None:
 
 
 def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
-         work_dir: Path | None, console_port: int | None, replication_factor: int = -1) -> None:
+         work_dir: Path | None, console_port: int | None, replication_factor: int = -1,
+         sim_args: tuple[str, ...] = ()) -> None:
     from nerve.apps.runner import StoryRun
 
     root = work_dir or Path(tempfile.mkdtemp(prefix=f"nerve-demo-{story.name}-"))
@@ -148,7 +162,7 @@ def _run(story: Story, bootstrap: str | None, duration: float, rate: float,
                        f"state and logs in {run.root}")
             started = time.monotonic()
             try:
-                run.start(("--duration", str(duration), "--rate", str(rate)))
+                run.start(("--duration", str(duration), "--rate", str(rate), *sim_args))
                 click.echo(f"{story.name}: simulator running at {rate:g}/s for "
                            f"{duration:g} s (Ctrl-C stops it early)")
 

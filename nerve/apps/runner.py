@@ -22,10 +22,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class ServiceSpec:
-    name: str  # also the state dir name under the run's root
+    name: str  # the process's name (its log file); also its state dir unless `state` is set
     module: str
     args: tuple[str, ...] = ()
     instance: str = "0"
+    state: str = ""  # the state dir under the run's root: instances of a service share it
+
+    @property
+    def state_dir(self) -> str:
+        return self.state or self.name
+
+
+def instances(service: str, module: str, n: int, args: tuple[str, ...] = ()) -> list[ServiceSpec]:
+    """n instances of a SQLite service in one consumer group, sharing its state dir: `payments`
+    (instance 0), `payments-1`, ..."""
+    return [ServiceSpec(service if i == 0 else f"{service}-{i}", module, args, str(i), service)
+            for i in range(n)]
 
 
 @dataclass
@@ -37,6 +49,8 @@ class Story:
     check: Callable[[str, Path], Report]
     progress: Callable[[Path], str]
     ready: Callable[[Path], bool] = lambda root: True  # services ready for the simulator
+    # action -> {n, p50, p99, max, recent_p99} (ms), from the services' stats files
+    latency: Callable[[Path], dict[str, dict[str, float]]] = lambda root: {}
 
 
 @dataclass
@@ -77,7 +91,7 @@ class StoryRun:
         log.write(f"--- start #{starts}\n".encode())
         log.flush()
         cmd = [sys.executable, "-m", spec.module, "--bootstrap-server", self.bootstrap,
-               "--state-dir", str(self.root / spec.name), "--instance", spec.instance,
+               "--state-dir", str(self.root / spec.state_dir), "--instance", spec.instance,
                *spec.args]
         popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
@@ -139,7 +153,9 @@ class StoryRun:
 
     def check(self, timeout: float = 60) -> Report:
         """Wait until the services caught up with the topics (or timeout), then check."""
-        return wait_for_report(lambda: self.story.check(self.bootstrap, self.root), timeout)
+        report = wait_for_report(lambda: self.story.check(self.bootstrap, self.root), timeout)
+        report.latency = self.latency()
+        return report
 
     def stop(self, timeout: float = 15) -> None:
         for p in self.procs.values():
@@ -155,6 +171,10 @@ class StoryRun:
 
     def stats(self, name: str) -> dict[str, Any]:
         return read_json(self.root / name / "stats.json") or {}
+
+    def latency(self) -> dict[str, dict[str, float]]:
+        """Every action's latency figures, over all instances (see Story.latency)."""
+        return self.story.latency(self.root)
 
     def log_tails(self, lines: int = 15) -> str:
         out = []

@@ -9,6 +9,7 @@ the middle of the run; the last one runs a story on Apache Kafka 4.4.0 (scripts/
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from nerve.apps.common import Report, read_json
+from nerve.apps.common import Report, read_json, service_stats
+from nerve.apps.rides.story import ACTIONS as RIDES_ACTIONS
 from nerve.apps.rides.story import story as rides_story
 from nerve.apps.runner import StoryRun
+from nerve.apps.shop.story import ACTIONS as SHOP_ACTIONS
 from nerve.apps.shop.story import story as shop_story
 from tests.helpers import REPO_ROOT, NerveProcess
 
@@ -26,6 +29,9 @@ pytestmark = pytest.mark.timeout(240)
 
 SHOP_ARGS = ("--rate", "50", "--seed", "7")
 RIDES_ARGS = ("--rate", "5", "--seed", "7")
+# Offsets committed once a second, not after every batch: a SIGKILLed service then leaves
+# applied-but-uncommitted events behind, and its restart must skip them (the dedupe is tested).
+LAZY_COMMITS = ("--commit-interval", "1")
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, run: StoryRun) -> None:
@@ -72,20 +78,45 @@ def rides_progress(run: StoryRun) -> int:
 # ----------------------------------------------------------------------------- default run
 
 
+def assert_latency_reported(report: Report, actions: tuple[str, ...], events: int) -> None:
+    """Every action has figures over a fair share of its events, in a sane order; the bound is
+    loose (a loaded machine), the point is that each service measures what it does."""
+    lat = report.latency
+    assert set(actions) <= set(lat), lat
+    for action in actions:
+        f = lat[action]
+        assert f["n"] >= events, (action, f)
+        assert 0 <= f["p50"] <= f["p99"] <= f["max"] < 30_000, (action, f)
+
+
 def test_shop_invariants(broker: NerveProcess, story_run: Callable[..., StoryRun]) -> None:
-    run = story_run(shop_story(), broker.bootstrap)
-    run.start(("--duration", "10", *SHOP_ARGS))
-    assert_shop_nontrivial(finish(run))
+    """A few hundred events/s, two instances of every service sharing their groups."""
+    run = story_run(shop_story(instances_each=2), broker.bootstrap)
+    run.start(("--duration", "6", "--rate", "300", "--seed", "7"))
+    report = finish(run)
+    assert_shop_nontrivial(report)
+    assert report.figures["views"] > 1000, report.figures
+    assert_latency_reported(report, SHOP_ACTIONS, 10)
+    # Both instances of each service applied events: the partitions really were shared.
+    for service in ("inventory", "marketing", "support"):
+        applied = [st["applied"] for st in service_stats(run.root / service)]
+        assert len(applied) == 2 and all(applied), (service, applied)
 
 
 def test_rides_invariants(broker: NerveProcess, story_run: Callable[..., StoryRun]) -> None:
+    """30 requests/s in a city sized for it: with the drivers' locations, ~250 events/s."""
     run = story_run(rides_story(), broker.bootstrap)
-    run.start(("--duration", "10", *RIDES_ARGS))
+    run.start(("--duration", "6", "--rate", "30", "--seed", "7"))
     report = finish(run)
     assert_rides_nontrivial(report)
+    assert report.figures["ride requests"] > 100, report.figures
+    assert_latency_reported(report, RIDES_ACTIONS, 100)
     # Both matching instances did work: the zones really were shared between them.
     per_instance = report.figures["matches per matching instance (current processes)"]
     assert len(per_instance) == 2 and all(per_instance.values()), per_instance
+    # One transaction per batch, not per match.
+    stats = [read_json(run.root / f"matching-{i}" / "stats.json") for i in (0, 1)]
+    assert sum(st["transactions"] for st in stats) < report.figures["matched"], stats
 
 
 # ----------------------------------------------------------------------------- failures
@@ -95,7 +126,7 @@ def test_rides_invariants(broker: NerveProcess, story_run: Callable[..., StoryRu
 def test_shop_services_killed_and_restarted_mid_run(
     broker: NerveProcess, story_run: Callable[..., StoryRun]
 ) -> None:
-    run = story_run(shop_story(), broker.bootstrap)
+    run = story_run(shop_story(service_args=LAZY_COMMITS), broker.bootstrap)
     run.start(("--duration", "20", *SHOP_ARGS))
     for i, service in enumerate(("inventory", "marketing", "support")):
         wait_until(lambda i=i: shop_progress(run) >= 40 * (i + 1), 60, "more orders", run)
@@ -104,7 +135,7 @@ def test_shop_services_killed_and_restarted_mid_run(
     report = finish(run)
     assert_shop_nontrivial(report)
     assert all(run.procs[s].starts == 2 for s in ("inventory", "marketing", "support"))
-    # Offsets are committed every second, so the restarted services were handed events they
+    # Offsets were committed every second, so the restarted services were handed events they
     # had applied before the kill: the dedupe was exercised, not just the happy path.
     assert report.figures["redelivered events skipped (current processes)"] > 0
 
@@ -113,7 +144,7 @@ def test_shop_services_killed_and_restarted_mid_run(
 def test_rides_services_killed_and_restarted_mid_run(
     broker: NerveProcess, story_run: Callable[..., StoryRun]
 ) -> None:
-    run = story_run(rides_story(), broker.bootstrap)
+    run = story_run(rides_story(service_args=LAZY_COMMITS), broker.bootstrap)
     run.start(("--duration", "20", *RIDES_ARGS))
     for i, service in enumerate(("matching-0", "payments", "tracking", "matching-1")):
         wait_until(lambda i=i: rides_progress(run) >= 12 * (i + 1), 60, "more rides", run)
@@ -150,6 +181,43 @@ def test_rides_broker_killed_and_restarted_mid_run(
     before = rides_progress(run)
     wait_until(lambda: rides_progress(run) >= before + 10, 60, "rides after the restart", run)
     assert_rides_nontrivial(finish(run))
+
+
+@pytest.mark.slow
+def test_rides_stalled_matching_instance_is_fenced(
+    broker: NerveProcess, story_run: Callable[..., StoryRun]
+) -> None:
+    """SIGSTOP a matching instance inside an open transaction, past its session: the other
+    instance takes its zones over and re-matches its rides; SIGCONT: the stalled instance's
+    transaction is aborted (fenced by the group generation, or already by the coordinator's
+    transaction timeout), so its matches are never seen and no ride is matched twice."""
+    # Transactions held open 1.5 s, so a stop can be aimed inside one.
+    run = story_run(rides_story(matching_args=("--txn-linger-ms", "1500")), broker.bootstrap)
+    run.start(("--duration", "45", "--rate", "10", "--seed", "7"))
+    stalled = run.procs["matching-0"].popen
+
+    def inside_a_transaction() -> bool:
+        st = read_json(run.root / "matching-0" / "stats.json") or {}
+        return bool(st.get("open_transaction")) and time.time() - st["open_since"] < 0.8
+
+    wait_until(lambda: rides_progress(run) >= 10, 60, "rides before the stall", run)
+    wait_until(inside_a_transaction, 60, "matching-0 inside a transaction", run)
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        def taken_over() -> bool:
+            st = read_json(run.root / "matching-1" / "stats.json") or {}
+            return st.get("partitions") == list(range(6))
+        wait_until(taken_over, 90, "matching-1 owning every zone", run)
+        before = rides_progress(run)
+        wait_until(lambda: rides_progress(run) >= before + 10, 60, "rides during the stall",
+                   run)
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    wait_until(lambda: (read_json(run.root / "matching-0" / "stats.json") or {})
+               .get("aborted", 0) >= 1, 60, "matching-0 to find its transaction aborted", run)
+    report = finish(run, sim_timeout=200)
+    assert_rides_nontrivial(report)
+    assert report.figures["matching transactions aborted (fenced or failed)"] >= 1
 
 
 # ----------------------------------------------------------------------------- Apache Kafka

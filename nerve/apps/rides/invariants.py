@@ -71,7 +71,7 @@ def check(bootstrap: str, state_root: Path) -> Report:
     # --- tracking: the stored position of each driver is its latest one
     trk_db = state_root / "tracking" / "tracking.sqlite"
     (applied,) = query(trk_db, "SELECT COUNT(*) FROM processed")[0] or (0,)
-    total = len(locations) + len(requests) + len(completed)
+    total = len(locations) + len(requests) + len(matched_recs) + len(completed)
     if applied < total:
         behind.append(f"tracking applied {applied} of {total} events")
     else:
@@ -87,20 +87,20 @@ def check(bootstrap: str, state_root: Path) -> Report:
                 viol.append(f"tracking has {stored.get(d)} for {d}, latest is "
                             f"{(ev['x'], ev['y'], ev['ts'])}")
 
-    lat = sim.get("latency_ms", {})
-    matchers = {}
+    matchers, aborted = {}, 0
     for d in sorted(p for p in state_root.glob("matching-*") if p.is_dir()):
         st = read_json(d / "stats.json") or {}
         matchers[d.name] = st.get("matches", 0)
+        aborted += st.get("aborted", 0)
     figures = {
         "ride requests": len(requests), "matched": len(times_matched),
         "completed": len(completed), "charged": sum(len(a) for a in charges.values()),
         "revenue": f"{sum(sum(a) for a in charges.values()) / 100:.2f}",
         "driver locations": len(locations),
+        "zones, drivers": f"{sim.get('zones', 0)}, {sim.get('drivers', 0)}",
         "matches per matching instance (current processes)": matchers,
+        "matching transactions aborted (fenced or failed)": aborted,
         "redelivered events skipped (current processes)": redelivered(
             state_root, ("tracking", "payments")),
-        "request-to-match latency ms": f"p50 {lat.get('p50', 0):.0f}, "
-                                       f"p99 {lat.get('p99', 0):.0f}, max {lat.get('max', 0):.0f}",
     }
     return Report(figures, viol, behind)

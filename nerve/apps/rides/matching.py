@@ -17,8 +17,17 @@ but rebuilt from the topics whenever a partition is assigned, so it moves with t
 - waiting requests: the committed offset of ride-requests is the oldest request not yet matched
   (not the last one read), so unmatched requests are read again; matched ones are skipped;
 - driver positions: driver-locations from 5 s ago (ListOffsets by timestamp).
-A request's offset is committed only after its ride-matched was acknowledged, so a crash at any
-point re-reads the request and either finds it matched in ride-matched or matches it.
+
+Consume-transform-produce in one Kafka transaction per batch (transactional.id
+`matching-<instance>`): a batch's ride-matched records and the input offsets that account for
+them (send_offsets_to_transaction with the consumer's group metadata, KIP-447) commit together
+or not at all. An instance that stalls (SIGSTOP, a long GC, a VM pause) past its session loses
+its zones to another instance; when it comes back, its transaction's offset commit carries the
+old generation and is refused (or the coordinator already aborted it on transaction.timeout.ms),
+so its matches are aborted and no read_committed reader (the simulator, tracking, the restore
+above, the invariant check) ever sees them: the zombie is fenced. The in-memory decisions of an
+aborted batch are undone, the rides wait again. A crash at any point re-reads the request and
+either finds it matched in ride-matched or matches it.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from confluent_kafka import (
 )
 
 from nerve.apps.common import (
+    Latency,
     Stopper,
     base_args,
     consumer_config,
@@ -51,13 +61,17 @@ from nerve.apps.common import (
     log,
     now_ms,
     producer_config,
+    stats_path,
     write_json_atomic,
 )
-from nerve.apps.rides.simulator import percentile
 
 INPUTS = ("ride-requests", "driver-locations", "ride-completed")
 POSITION_MAX_AGE_MS = 10_000  # a driver silent for longer is not offered rides
 REPLAY_LOCATIONS_MS = 5_000
+# A stalled instance's open transaction is aborted by the coordinator after this long, so the
+# instance that took its zones over never waits longer for the partition's stable offset.
+TRANSACTION_TIMEOUT_MS = 15_000
+ACTION = "request -> match"
 
 
 @dataclass
@@ -72,26 +86,52 @@ class Position:
 class PartitionState:
     """Everything matching knows about the zones of one partition number."""
 
-    drivers: dict[str, Position] = field(default_factory=dict)
+    zones: dict[str, dict[str, Position]] = field(default_factory=dict)  # zone -> drivers
     busy: dict[str, str] = field(default_factory=dict)  # driver -> ride
     matched: set[str] = field(default_factory=set)
     pending: OrderedDict[str, tuple[int, dict[str, Any]]] = field(default_factory=OrderedDict)
     next_offset: dict[str, int] = field(default_factory=dict)  # topic -> next offset to read
 
 
+@dataclass
+class Decision:
+    """One match of the open transaction, kept to undo it if the transaction aborts."""
+
+    st: PartitionState
+    ride: str
+    driver: str
+    entry: tuple[int, dict[str, Any]]  # (request offset, request)
+
+
 class Matching:
-    def __init__(self, bootstrap: str, state_dir: Path, instance: str) -> None:
+    def __init__(self, bootstrap: str, state_dir: Path, instance: str,
+                 txn_linger_ms: float = 0.0) -> None:
         self.bootstrap = bootstrap
         self.state_dir = state_dir
         self.instance = instance
+        self.txn_linger_s = txn_linger_ms / 1000
         state_dir.mkdir(parents=True, exist_ok=True)
         self.name = f"matching-{instance}"
-        self.consumer = Consumer(consumer_config(bootstrap, "matching", instance))
-        self.producer = Producer(producer_config(bootstrap))
+        self.consumer = Consumer(consumer_config(bootstrap, "matching", instance,
+                                                 **{"client.id": self.name}))
+        self.producer = self._new_producer()
         self.parts: dict[int, PartitionState] = {}
         self.matches = 0
-        self.latencies: list[float] = []
+        self.latency = Latency()
         self.restores = 0
+        self.transactions = 0
+        self.aborted = 0  # transactions aborted: fenced (stalled past the session) or failed
+        self.txn: list[Decision] = []  # the open transaction's matches
+        self.txn_started = 0.0
+
+    def _new_producer(self) -> Producer:
+        p = Producer(producer_config(self.bootstrap, **{
+            "client.id": self.name, "transactional.id": self.name,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "message.timeout.ms": TRANSACTION_TIMEOUT_MS}))
+        # Fences any earlier producer with this transactional.id (aborts its open transaction).
+        self._retry(lambda: p.init_transactions(30))
+        return p
 
     # ------------------------------------------------------------------ rebalance
     def on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
@@ -122,7 +162,7 @@ class Matching:
         consumer.assign(tps)
 
     def on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self.producer.flush(30)
+        self._end_transaction()  # commits, or aborts (and undoes) if we were fenced
         self._commit(asynchronous=False)
         for p in {tp.partition for tp in tps}:
             self.parts.pop(p, None)
@@ -161,8 +201,10 @@ class Matching:
                         matched[ev["ride"]] = ev["driver"]
                     else:
                         completed.add(ev["ride"])
-                    if m.offset() + 1 >= ends[m.topic()]:
-                        todo.discard(m.topic())
+                # By position: ride-matched ends with a transaction marker, not a message.
+                for tp in reader.position([TopicPartition(t, p) for t in todo]):
+                    if tp.offset >= ends[tp.topic]:
+                        todo.discard(tp.topic)
             st.matched = set(matched)
             st.busy = {d: r for r, d in matched.items() if r not in completed}
             return ends["ride-completed"]
@@ -180,34 +222,44 @@ class Matching:
             if ev["id"] not in st.matched and ev["id"] not in st.pending:
                 st.pending[ev["id"]] = (m.offset(), ev)
         elif m.topic() == "driver-locations":
-            st.drivers[ev["driver"]] = Position(ev["x"], ev["y"], ev["ts"], ev["zone"])
+            st.zones.setdefault(ev["zone"], {})[ev["driver"]] = Position(
+                ev["x"], ev["y"], ev["ts"], ev["zone"])
         elif st.busy.get(ev["driver"]) == ev["ride"]:  # ride-completed
             del st.busy[ev["driver"]]
 
     def match(self, st: PartitionState) -> int:
-        """Match waiting requests, oldest first, each to the nearest free driver of its zone."""
+        """Match waiting requests, oldest first, each to the nearest free driver of its zone,
+        inside the open transaction."""
         made = 0
         fresh = now_ms() - POSITION_MAX_AGE_MS
-        for ride_id, (_, req) in list(st.pending.items()):
+        full: set[str] = set()  # zones found without a free driver in this pass
+        for ride_id, entry in list(st.pending.items()):
+            req = entry[1]
+            if req["zone"] in full:
+                continue
             px, py = req["pickup"]
-            free = [(math.hypot(pos.x - px, pos.y - py), d) for d, pos in st.drivers.items()
-                    if pos.zone == req["zone"] and d not in st.busy and pos.ts >= fresh]
+            free = [(math.hypot(pos.x - px, pos.y - py), d)
+                    for d, pos in st.zones.get(req["zone"], {}).items()
+                    if d not in st.busy and pos.ts >= fresh]
             if not free:
+                full.add(req["zone"])
                 continue
             dist, driver = min(free)
-            ts = now_ms()
+            if not self.txn:
+                self.producer.begin_transaction()
+                self.txn_started = time.monotonic()
             self.producer.produce("ride-matched", key=req["zone"], value=encode({
-                "id": ride_id, "ride": ride_id, "ts": ts, "driver": driver, "rider": req["rider"],
-                "zone": req["zone"], "request_ts": req["ts"], "pickup_km": round(dist, 3),
-                "matcher": self.name}))
+                "id": ride_id, "ride": ride_id, "ts": now_ms(), "driver": driver,
+                "rider": req["rider"], "zone": req["zone"], "request_ts": req["ts"],
+                "pickup_km": round(dist, 3), "matcher": self.name}))
             st.busy[driver] = ride_id
             st.matched.add(ride_id)
             del st.pending[ride_id]
-            self.latencies.append(ts - req["ts"])
+            self.txn.append(Decision(st, ride_id, driver, entry))
             made += 1
         return made
 
-    def _commit(self, asynchronous: bool) -> None:
+    def _offsets(self) -> list[TopicPartition]:
         offsets = []
         for p, st in self.parts.items():
             for topic, nxt in st.next_offset.items():
@@ -215,9 +267,60 @@ class Matching:
                     # The oldest unmatched request: a successor re-reads from there.
                     nxt = min(off for off, _ in st.pending.values())
                 offsets.append(TopicPartition(topic, p, nxt))
+        return offsets
+
+    def _commit(self, asynchronous: bool) -> None:
+        """Offsets outside a transaction: progress over batches that matched nothing."""
+        offsets = self._offsets()
         if offsets:
             with contextlib.suppress(KafkaException):
                 self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+    def _end_transaction(self) -> None:
+        """Commit the open transaction's matches with the offsets that account for them."""
+        if not self.txn:
+            return
+        decisions, self.txn = self.txn, []
+        try:
+            self.producer.send_offsets_to_transaction(
+                self._offsets(), self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        except KafkaException as e:
+            self.aborted += 1
+            log(self.name, f"transaction of {len(decisions)} matches aborted: {e.args[0]}")
+            self._abort(e.args[0])
+            self._undo(decisions)
+            return
+        self.transactions += 1
+        self.matches += len(decisions)
+        done = now_ms()
+        for d in decisions:
+            self.latency.add(ACTION, done - d.entry[1]["ts"])
+
+    def _abort(self, err: Any) -> None:
+        if not err.fatal():
+            try:
+                self.producer.abort_transaction(30)
+                return
+            except KafkaException as e:
+                log(self.name, f"abort failed: {e.args[0]}; starting a new producer")
+        # Fenced for good (a newer epoch): a new producer bumps the epoch again and goes on.
+        with contextlib.suppress(Exception):
+            self.producer.flush(0)
+        self.producer = self._new_producer()
+
+    def _undo(self, decisions: list[Decision]) -> None:
+        """The aborted matches never happened: their rides wait again, their drivers are free."""
+        touched = set()
+        for d in reversed(decisions):
+            if d.st.busy.get(d.driver) == d.ride:
+                del d.st.busy[d.driver]
+            d.st.matched.discard(d.ride)
+            d.st.pending[d.ride] = d.entry
+            touched.add(id(d.st))
+        for st in self.parts.values():
+            if id(st) in touched:
+                st.pending = OrderedDict(sorted(st.pending.items(), key=lambda kv: kv[1][0]))
 
     def run(self, stopper: Stopper) -> None:
         self.consumer.subscribe(list(INPUTS), on_assign=self.on_assign, on_revoke=self.on_revoke)
@@ -225,40 +328,49 @@ class Matching:
         last_commit = last_stats = 0.0
         try:
             while not stopper.stopping:
-                for m in self.consumer.consume(500, 0.05):
+                for m in self.consumer.consume(1000, 0.02 if self.txn else 0.05):
                     if not m.error():
                         self.handle(m)
-                made = sum(self.match(st) for st in self.parts.values())
-                if made:
-                    self.matches += made
-                    # Durable before the requests' offsets may move past them.
-                    self.producer.flush(60)
+                for st in self.parts.values():
+                    self.match(st)
                 now = time.monotonic()
-                if now - last_commit >= 0.5:
+                if self.txn and now - self.txn_started >= self.txn_linger_s:
+                    self._end_transaction()
+                elif not self.txn and now - last_commit >= 0.5:
                     self._commit(asynchronous=True)
                     last_commit = now
                 if now - last_stats >= 0.5:
                     self._write_stats()
                     last_stats = now
         finally:
-            self.producer.flush(30)
+            self._end_transaction()
             self._commit(asynchronous=False)
             self._write_stats()
             self.consumer.close()
-            log(self.name, f"stopped after {self.matches} matches")
+            log(self.name, f"stopped after {self.matches} matches in {self.transactions} "
+                           f"transactions, {self.aborted} aborted")
 
     def _write_stats(self) -> None:
-        write_json_atomic(self.state_dir / "stats.json", {
-            "service": self.name, "pid": os.getpid(), "matches": self.matches,
-            "partitions": sorted(self.parts), "restores": self.restores,
+        write_json_atomic(stats_path(self.state_dir, "0"), {
+            "service": "matching", "instance": self.instance, "pid": os.getpid(),
+            "matches": self.matches, "transactions": self.transactions,
+            "aborted": self.aborted, "partitions": sorted(self.parts),
+            "restores": self.restores,
             "pending": sum(len(s.pending) for s in self.parts.values()),
-            "match_latency_ms": {"p50": percentile(self.latencies, 0.5),
-                                 "p99": percentile(self.latencies, 0.99)}})
+            # The open transaction (its matches, since when, wall clock) for the stall test.
+            "open_transaction": len(self.txn),
+            "open_since": time.time() - (time.monotonic() - self.txn_started) if self.txn else 0,
+            "latency_ms": self.latency.summary()})
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = base_args(__doc__ or "matching").parse_args(argv)
-    Matching(args.bootstrap_server, args.state_dir, args.instance).run(Stopper())
+    ap = base_args(__doc__ or "matching")
+    ap.add_argument("--txn-linger-ms", type=float, default=0.0,
+                    help="keep a transaction open this long to gather more matches (0: one "
+                         "transaction per consumed batch)")
+    args = ap.parse_args(argv)
+    Matching(args.bootstrap_server, args.state_dir, args.instance,
+             args.txn_linger_ms).run(Stopper())
 
 
 if __name__ == "__main__":

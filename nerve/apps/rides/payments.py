@@ -27,6 +27,7 @@ class Payments(SqliteService):
 
     def apply(self, db: sqlite3.Connection, rec: Record) -> None:
         ride = rec.value
+        self.effect("completion -> charge", ride["ts"])
         amount = fare_cents(float(ride["distance_km"]))
         cur = db.execute("INSERT INTO charges(ride_id, rider, driver, amount_cents, ts) "
                          "VALUES (?, ?, ?, ?, ?)",

@@ -3,7 +3,8 @@
     python -m nerve.apps.rides.tracking --bootstrap-server HOST:PORT --state-dir D
 
 Positions are upserted only if newer (event `ts`) than what is stored: ride-requests,
-driver-locations and ride-completed are separate topics, so a rider's events can arrive out of
+driver-locations, ride-matched (the rider is told the driver: the pickup notification) and
+ride-completed are separate topics, so a rider's events can arrive out of
 order across them.
 """
 
@@ -30,7 +31,7 @@ class Tracking(SqliteService):
     """Latest position per driver and rider (consumer group `tracking`)."""
 
     name = "tracking"
-    topics = ("driver-locations", "ride-requests", "ride-completed")
+    topics = ("driver-locations", "ride-requests", "ride-matched", "ride-completed")
     schema = """
     CREATE TABLE IF NOT EXISTS drivers (driver TEXT PRIMARY KEY, x REAL, y REAL, ts INTEGER,
         ride TEXT, zone TEXT);
@@ -48,6 +49,10 @@ class Tracking(SqliteService):
         elif rec.topic == "ride-requests":
             x, y = ev["pickup"]
             db.execute(UPSERT_RIDER, (ev["rider"], x, y, ev["ts"], "waiting"))
+        elif rec.topic == "ride-matched":
+            # The rider's app is told which driver comes to the pickup.
+            db.execute(UPSERT_RIDER, (ev["rider"], None, None, ev["ts"], "driver assigned"))
+            self.effect("match -> pickup notification", ev["ts"])
         else:
             db.execute(UPSERT_RIDER, (ev["rider"], None, None, ev["ts"], "dropped off"))
 

@@ -24,6 +24,7 @@ class Inventory(SqliteService):
 
     def apply(self, db: sqlite3.Connection, rec: Record) -> None:
         order = rec.value
+        self.effect("sale -> stock update", order["ts"])
         for item in order["items"]:
             product, qty = item["product"], int(item["qty"])
             db.execute("INSERT OR IGNORE INTO stock VALUES (?, ?)", (product, INITIAL_STOCK))

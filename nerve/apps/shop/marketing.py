@@ -40,6 +40,12 @@ class Marketing(SqliteService):
         product TEXT, view_ts INTEGER, watermark INTEGER);
     """
 
+    ACTION = "view -> promo decision"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._marks: dict[tuple[str, int], int] = {}  # this batch's newest ts per partition
+
     def apply(self, db: sqlite3.Connection, rec: Record) -> None:
         ev = rec.value
         if rec.topic == "product-viewed":
@@ -51,18 +57,30 @@ class Marketing(SqliteService):
             db.execute("INSERT INTO views VALUES (?, ?, ?, ?, ?, ?)",
                        (ev["id"], ev["customer"], ev["product"], ev["ts"], rec.partition,
                         "bought" if bought else "pending"))
+            if bought:  # decided at once: no promo
+                self.effect(self.ACTION, ev["ts"])
         else:
             for item in ev["items"]:
                 db.execute("INSERT INTO purchases VALUES (?, ?, ?, ?)",
                            (ev["customer"], item["product"], ev["ts"], ev["id"]))
-                db.execute(
+                cancelled = db.execute(
                     "UPDATE views SET status = 'bought' WHERE customer = ? AND product = ? "
                     "AND ts BETWEEN ? AND ? AND status = 'pending'",
                     (ev["customer"], item["product"], ev["ts"] - PROMO_WINDOW_MS, ev["ts"]),
-                )
-        db.execute("INSERT INTO watermarks VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
-                   "SET ts = max(ts, excluded.ts)", (rec.topic, rec.partition, ev["ts"]))
-        self._expire(db, rec.partition)
+                ).rowcount
+                for _ in range(cancelled):  # decided by the purchase: no promo
+                    self.effect(self.ACTION, ev["ts"])
+        key = (rec.topic, rec.partition)
+        self._marks[key] = max(self._marks.get(key, ev["ts"]), ev["ts"])
+
+    def after_batch(self, db: sqlite3.Connection) -> None:
+        # Watermarks and expiry once per partition per batch, not per event.
+        db.executemany("INSERT INTO watermarks VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+                       "SET ts = max(ts, excluded.ts)",
+                       [(t, p, ts) for (t, p), ts in self._marks.items()])
+        for part in sorted({p for _, p in self._marks}):
+            self._expire(db, part)
+        self._marks.clear()
 
     def _expire(self, db: sqlite3.Connection, part: int) -> None:
         rows = db.execute("SELECT topic, ts FROM watermarks WHERE part = ?", (part,)).fetchall()
@@ -81,6 +99,8 @@ class Marketing(SqliteService):
             enqueue(db, "promotions", customer,
                     {"id": f"promo-{view_id}", "view": view_id, "customer": customer,
                      "product": product, "discount_pct": 10})
+            # Due when the window closed: the latency is how long after that it was decided.
+            self.effect(self.ACTION, ts + PROMO_WINDOW_MS)
 
     def stats(self, db: sqlite3.Connection) -> dict[str, Any]:
         counts = dict(db.execute("SELECT status, COUNT(*) FROM views GROUP BY status").fetchall())

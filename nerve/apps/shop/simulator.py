@@ -29,8 +29,18 @@ from nerve.apps.common import (
 )
 from nerve.apps.shop import PROMO_WINDOW_MS
 
-PRODUCTS = [f"P-{i:03d}" for i in range(1, 21)]
+PRODUCTS = [f"P-{i:03d}" for i in range(1, 21)]  # the smallest shop (up to 50 events/s)
 CUSTOMERS = [f"C-{i:04d}" for i in range(1, 201)]
+
+
+def catalogue(rate: float) -> tuple[list[str], list[str]]:
+    """(customers, products) for `rate` events/s: 200 customers and 20 products up to 50
+    events/s, then 4 customers and 0.4 products per event/s (at 2,000 events/s: 8,000
+    customers, each active about once every 4 s, over 800 products)."""
+    n_cust = max(len(CUSTOMERS), int(4 * rate))
+    n_prod = max(len(PRODUCTS), int(0.4 * rate))
+    return ([f"C-{i:05d}" if n_cust > 9999 else f"C-{i:04d}" for i in range(1, n_cust + 1)],
+            [f"P-{i:03d}" for i in range(1, n_prod + 1)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +59,9 @@ def run(bootstrap: str, state_dir: Path, rate: float, duration: float, buy_ratio
     rng = random.Random(seed)
     stopper = Stopper()
     state_dir.mkdir(parents=True, exist_ok=True)
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(producer_config(bootstrap, **{"client.id": "shop-simulator",
+                                                     "linger.ms": 5}))
+    customers, products = catalogue(rate)
     run_id = uuid.uuid4().hex[:6]
     counts = {"product-viewed": 0, "product-sold": 0, "bug-reported": 0}
     failed: list[str] = []
@@ -73,28 +85,29 @@ def run(bootstrap: str, state_dir: Path, rate: float, duration: float, buy_ratio
     last_stats = 0.0
     interval = 1.0 / rate
     next_at = start
-    log("shop-simulator", f"producing ~{rate:g} events/s to {bootstrap}")
+    log("shop-simulator", f"producing ~{rate:g} events/s to {bootstrap}: {len(customers)} "
+                          f"customers, {len(products)} products")
     while not stopper.stopping and (duration <= 0 or time.monotonic() - start < duration):
         now = time.monotonic()
         while purchases and purchases[0][0] <= now:
             _, _, customer, product = heapq.heappop(purchases)
             items = [{"product": product, "qty": rng.randint(1, 3)}]
             if rng.random() < 0.3:  # a basket with one more product, not viewed
-                other = rng.choice(PRODUCTS)
+                other = rng.choice(products)
                 if other != product:
                     items.append({"product": other, "qty": 1})
             emit("product-sold", customer,
                  {"id": next_id("order"), "ts": now_ms(), "customer": customer, "items": items})
         if now >= next_at:
             next_at += interval
-            customer = rng.choice(CUSTOMERS)
+            customer = rng.choice(customers)
             if rng.random() < 0.03:
                 emit("bug-reported", customer,
                      {"id": next_id("bug"), "ts": now_ms(), "customer": customer,
                       "page": rng.choice(["/cart", "/checkout", "/search", "/product"]),
                       "message": "something went wrong"})
             else:
-                product = rng.choice(PRODUCTS)
+                product = rng.choice(products)
                 emit("product-viewed", customer,
                      {"id": next_id("view"), "ts": now_ms(), "customer": customer,
                       "product": product})

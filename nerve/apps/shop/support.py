@@ -26,6 +26,7 @@ class Support(SqliteService):
 
     def apply(self, db: sqlite3.Connection, rec: Record) -> None:
         bug = rec.value
+        self.effect("bug report -> ticket", bug["ts"])
         cur = db.execute("INSERT INTO tickets(bug_id, customer, page, opened_ts) "
                          "VALUES (?, ?, ?, ?)", (bug["id"], bug["customer"], bug.get("page"),
                                                  bug["ts"]))
