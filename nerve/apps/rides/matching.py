@@ -128,7 +128,12 @@ class Matching:
         p = Producer(producer_config(self.bootstrap, **{
             "client.id": self.name, "transactional.id": self.name,
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            "message.timeout.ms": TRANSACTION_TIMEOUT_MS}))
+            "message.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            # librdkafka 2.x re-bootstraps when every broker was down (a single broker's
+            # restart) and can then hang send_offsets_to_transaction forever on the
+            # decommissioned group coordinator (librdkafka issue #5511); the same broker
+            # address comes back, so reconnecting to the known broker is enough.
+            "metadata.recovery.strategy": "none"}))
         # Fences any earlier producer with this transactional.id (aborts its open transaction).
         self._retry(lambda: p.init_transactions(30))
         return p
