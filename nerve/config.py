@@ -283,3 +283,8 @@ class TopicConfig:
     @property
     def log_append_time(self) -> bool:
         return self.get("message.timestamp.type") == "LogAppendTime"
+
+    @property
+    def compacted(self) -> bool:
+        """cleanup.policy includes compact (compact or compact,delete)."""
+        return "compact" in self.get("cleanup.policy")

@@ -2,7 +2,10 @@
 
 Behaviour:
 - Each partition's records must be exactly one RecordBatch v2 (Kafka's rule for v3+); its
-  header and CRC-32C are checked, never its records. Bad CRC or a torn batch:
+  header and CRC-32C are checked, and its records only on compacted topics (cleanup.policy
+  with compact): a record without a key is INVALID_RECORD with Kafka's message and, v8+, one
+  record_errors entry per keyless record (its batch index); compressed batches are
+  decompressed for that walk. Bad CRC or a torn batch:
   CORRUPT_MESSAGE; magic other than 2, or several batches: INVALID_RECORD; larger than the
   topic's max.message.bytes: MESSAGE_TOO_LARGE; unknown topic or partition:
   UNKNOWN_TOPIC_OR_PARTITION (Produce never auto-creates, as in Kafka).
@@ -80,6 +83,10 @@ def _append(
     except rb.RecordBatchError as e:  # magic != 2 and structural errors
         return ProducePartitionResult(index, ErrorCode.invalid_record, error_message=str(e))
     first = headers[0][1]
+    if plog.config.compacted and not first.is_control:
+        refused = _keyless(plog, index, buf, first)
+        if refused is not None:
+            return refused
     if first.is_transactional:
         if transactional_id is None:  # Kafka's authorization check needs the id
             return ProducePartitionResult(index, ErrorCode.transactional_id_authorization_failed)
@@ -109,6 +116,30 @@ def _append(
     ctx.broker.waiters.notify(topic, index)
     return ProducePartitionResult(index, ErrorCode.none, info.base_offset, info.log_append_time,
                                   info.log_start_offset)
+
+
+def _keyless(
+    plog: PartitionLog, index: int, buf: bytearray, header: rb.BatchHeader
+) -> ProducePartitionResult | None:
+    """Kafka's LogValidator refuses records without a key on a compacted topic: INVALID_RECORD
+    with one record error per such record and Kafka's texts. Only compacted topics pay for
+    this walk over the records (decompressed first, as Kafka must)."""
+    try:
+        found = rb.keyless_records(rb.records_section(buf, header), header.records_count)
+    except rb.CorruptRecordError as e:
+        return ProducePartitionResult(index, ErrorCode.corrupt_message, error_message=str(e))
+    except rb.RecordBatchError as e:
+        return ProducePartitionResult(index, ErrorCode.invalid_record, error_message=str(e))
+    if not found:
+        return None
+    why = f"Compacted topic cannot accept message without key in topic partition {plog.name}"
+    shown = ", ".join(f"RecordError(batchIndex={i}, message='{why}')" for i in found[:3])
+    return ProducePartitionResult(
+        index, ErrorCode.invalid_record, log_start_offset=plog.log_start_offset,
+        error_message=(f"One or more records have been rejected due to {len(found)} record "
+                       f"errors in total, and only showing the first three errors at most: "
+                       f"[{shown}]"),
+        record_errors=tuple((i, why) for i in found))
 
 
 def _check_transactional(

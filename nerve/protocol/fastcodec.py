@@ -118,6 +118,8 @@ class ProducePartitionResult:
     log_append_time: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    # (batch index, message) per refused record (v8+), e.g. keyless records on a compacted topic
+    record_errors: tuple[tuple[int, str | None], ...] = ()
 
 
 _PRODUCE_PART = struct.Struct(">ihqq")  # index, error_code, base_offset, log_append_time_ms
@@ -154,7 +156,13 @@ def encode_produce_response(
             if version >= 5:
                 buf += _I64.pack(p.log_start_offset)
             if version >= 8:
-                buf += b"\x01" if flexible else _I32.pack(0)  # record_errors: empty
+                errors = p.record_errors
+                buf += uvarint(len(errors) + 1) if flexible else _I32.pack(len(errors))
+                for batch_index, message in errors:
+                    buf += _I32.pack(batch_index)
+                    _string(buf, message, flexible, nullable=True)
+                    if flexible:
+                        buf += b"\x00"
                 _string(buf, p.error_message, flexible, nullable=True)
             if flexible:
                 buf += b"\x00"

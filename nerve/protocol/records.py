@@ -3,7 +3,8 @@
 nerve stores batches exactly as producers send them. This module reads the fixed 61-byte batch
 header, checks the CRC-32C, and patches the few fields the broker owns (base offset, partition
 leader epoch, and max timestamp for LogAppendTime topics). It never decodes records on the hot
-path; `iter_records` exists for the rare callers that need record-level data (uncompressed only).
+path; `iter_records`, `keyless_records` and `record_times` exist for the rare callers that need
+record-level data (`records_section` decompresses first).
 
 Layout (big-endian), offsets from the start of the batch:
   0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 |
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import crc32c
+
+from nerve.protocol.compression import CompressionError, decompress
 
 BATCH_HEADER_SIZE = 61
 LOG_OVERHEAD = 12  # baseOffset + batchLength: bytes not counted by batchLength
@@ -190,7 +193,7 @@ def set_log_append_time(buf: bytearray | memoryview, pos: int, timestamp_ms: int
     _U32.pack_into(buf, pos + CRC_OFFSET, compute_crc(buf, pos, header.size))
 
 
-# ---- record-level access (uncompressed batches only; never on the hot path) ----
+# ---- record-level access (never on the produce/fetch path of ordinary topics) ----
 
 
 def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -255,6 +258,77 @@ def iter_records(batch: bytes | memoryview) -> Iterator[Record]:
         )
 
 
+def records_section(batch: bytes | bytearray | memoryview, header: BatchHeader) -> bytes:
+    """The records of one batch as plain bytes (decompressed when the batch is compressed)."""
+    body = memoryview(batch)[BATCH_HEADER_SIZE : header.size]
+    if not header.compression:
+        return bytes(body)
+    try:
+        return decompress(header.compression, body)
+    except CompressionError as e:
+        raise CorruptRecordError(str(e)) from None
+
+
+def keyless_records(records: bytes, count: int) -> list[int]:
+    """Batch indexes (0-based positions) of the records whose key is null: Kafka refuses
+    them on compacted topics. A walk over record lengths that reads only the two varints
+    before each key length; `records` is a batch's plain records section."""
+    found: list[int] = []
+    pos = 0
+    try:
+        for i in range(count):
+            b = records[pos]
+            if b < 0x80:  # one- and two-byte lengths (records under 8 KiB) inline
+                length = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif (b2 := records[pos + 1]) < 0x80:
+                raw = (b & 0x7F) | (b2 << 7)
+                length = (raw >> 1) ^ -(raw & 1)
+                pos += 2
+            else:
+                length, pos = _read_varint(records, pos)
+            p = pos + 1  # attributes
+            while records[p] & 0x80:  # timestampDelta
+                p += 1
+            p += 1
+            while records[p] & 0x80:  # offsetDelta
+                p += 1
+            k = records[p + 1]
+            if k < 0x80:
+                if k & 1:  # a negative zigzag length: null key
+                    found.append(i)
+            elif _read_varint(records, p + 1)[0] < 0:
+                found.append(i)
+            if length < 0:
+                raise InvalidRecordError("negative record length")
+            pos += length
+    except IndexError:
+        raise InvalidRecordError("record extends past the batch") from None
+    if pos != len(records):
+        raise InvalidRecordError(
+            f"batch holds {len(records) - pos} bytes after its {count} records")
+    return found
+
+
+def record_times(records: bytes, header: BatchHeader) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of a batch's plain records section. A
+    LogAppendTime batch's records all carry its max timestamp, as Kafka reads them."""
+    pos = 0
+    base_offset, base_ts = header.base_offset, header.base_timestamp
+    append_time = header.max_timestamp if header.is_log_append_time else None
+    try:
+        for _ in range(header.records_count):
+            length, pos = _read_varint(records, pos)
+            end = pos + length
+            ts_delta, p = _read_varint(records, pos + 1)
+            off_delta, _ = _read_varint(records, p)
+            yield (base_offset + off_delta,
+                   append_time if append_time is not None else base_ts + ts_delta)
+            pos = end
+    except IndexError:
+        raise InvalidRecordError("record extends past the batch") from None
+
+
 def _write_varint(out: bytearray, value: int) -> None:
     raw = (value << 1) ^ (value >> 63)
     while raw & ~0x7F:
@@ -273,8 +347,15 @@ def build_batch(
     base_sequence: int = NO_SEQUENCE,
     attributes: int = 0,
     partition_leader_epoch: int = 0,
+    timestamps: list[int] | None = None,
 ) -> bytes:
-    """Encode an uncompressed v2 batch. Used for control batches and by tests."""
+    """Encode an uncompressed v2 batch. Used for control batches and by tests.
+
+    timestamps: one per record (the first is the batch's base timestamp); else every record
+    has `timestamp_ms`."""
+    if timestamps is not None:
+        assert len(timestamps) == len(records)
+        timestamp_ms = timestamps[0] if timestamps else timestamp_ms
     body = bytearray()
     for i, rec in enumerate(records):
         if isinstance(rec, Record):
@@ -282,7 +363,7 @@ def build_batch(
         else:
             key, value, headers = rec[0], rec[1], ()
         r = bytearray([0])
-        _write_varint(r, 0)  # timestamp delta
+        _write_varint(r, timestamps[i] - timestamp_ms if timestamps else 0)  # timestamp delta
         _write_varint(r, i)  # offset delta
         for part in (key, value):
             if part is None:
@@ -316,7 +397,7 @@ def build_batch(
         attributes,
         max(count - 1, 0),
         timestamp_ms,
-        timestamp_ms,
+        max(timestamps) if timestamps else timestamp_ms,
         producer_id,
         producer_epoch,
         base_sequence,

@@ -24,6 +24,7 @@ from nerve.protocol.records import (
     set_base_offset,
     set_log_append_time,
 )
+from nerve.storage import timestamps
 from nerve.storage.cleaner_io import complete_swaps
 from nerve.storage.errors import (
     CorruptLogError,
@@ -556,26 +557,15 @@ class PartitionLog:
         return FetchSlice(tuple(regions), total)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
-        """(offset, timestamp) for ListOffsets: the BASE offset and max timestamp of the first
-        batch whose max timestamp >= target (not the exact record: that would need decoding;
-        a consumer starting there re-reads at most one batch's earlier records)."""
-        lso = self.log_start_offset
-        for seg in self.segments:
-            if seg.next_offset <= lso or seg.max_timestamp < timestamp_ms:
-                continue
-            found = seg.offset_for_timestamp(timestamp_ms)
-            if found is not None:
-                return max(found[0], lso), found[1]
-        return None
+        """(offset, timestamp) for ListOffsets: the first record at or above the log start
+        offset whose timestamp is >= target (record level, as Kafka; see timestamps.py)."""
+        return timestamps.offset_for_timestamp(self.segments, timestamp_ms,
+                                               self.log_start_offset)
 
     def max_timestamp(self) -> tuple[int, int]:
-        """(offset, timestamp) for ListOffsets MAX_TIMESTAMP: the LAST offset of the first batch
-        carrying the largest max timestamp; (-1, -1) when empty."""
-        best = (-1, -1)
-        for seg in self.segments:
-            if seg.next_offset > self.log_start_offset and seg.max_timestamp > best[1]:
-                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
-        return best
+        """(offset, timestamp) for ListOffsets MAX_TIMESTAMP: the first record carrying the
+        largest timestamp; (-1, -1) when empty."""
+        return timestamps.max_timestamp(self.segments, self.log_start_offset)
 
     # ---- deletion ----
 

@@ -451,20 +451,6 @@ class LogSegment:
             boundary = p + h.size
         return pos, boundary - pos
 
-    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(base offset, max timestamp) of the first batch with max timestamp >= target."""
-        if self.max_timestamp < timestamp:  # loads the indexes of a sealed segment
-            return None
-        start = 0
-        known = self.time_index.lookup_before(timestamp)
-        if known >= 0:
-            found = self.find_batch(known)
-            start = found[0] if found else 0
-        for _, header in self.iter_headers(start):
-            if header.max_timestamp >= timestamp:
-                return header.base_offset, header.max_timestamp
-        return None
-
     def largest_timestamp(self) -> int:
         """Retention's clock: the largest record timestamp, else the file's mtime (Kafka)."""
         if self.max_timestamp >= 0:

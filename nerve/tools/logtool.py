@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gzip
 import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nerve.protocol.compression import decompress
 from nerve.protocol.records import (
     ATTRIBUTES_OFFSET,
     BATCH_HEADER_SIZE,
@@ -50,7 +50,6 @@ from nerve.tools.base import ToolError
 _DELETE_HORIZON_MASK = 0x40
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _WINDOW = 1 << 20
 
 
@@ -142,35 +141,13 @@ def _batch_line(pos: int, h: BatchHeader, valid: bool) -> str:
             f"isvalid: {_bool(valid)}")
 
 
-def _decompress(codec: int, data: bytes) -> bytes:
-    if codec == 1:
-        return gzip.decompress(data)
-    import cramjam  # optional: only needed for these codecs
-
-    if codec == 2:
-        if data.startswith(_XERIAL_MAGIC):  # the Java client's framing: [len][raw]...
-            out = bytearray()
-            pos = 16
-            while pos + 4 <= len(data):
-                n = int.from_bytes(data[pos:pos + 4], "big")
-                out += bytes(cramjam.snappy.decompress_raw(data[pos + 4:pos + 4 + n]))
-                pos += 4 + n
-            return bytes(out)
-        return bytes(cramjam.snappy.decompress_raw(data))
-    if codec == 3:
-        return bytes(cramjam.lz4.decompress(data))
-    if codec == 4:
-        return bytes(cramjam.zstd.decompress(data))
-    raise ValueError(f"unknown compression codec {codec}")
-
-
 def _record_lines(h: BatchHeader, batch: bytes) -> Iterator[str]:
     try:
         if h.compression:
             plain = bytearray(batch[:BATCH_HEADER_SIZE])
             attrs = h.attributes & ~COMPRESSION_MASK
             struct.pack_into(">h", plain, ATTRIBUTES_OFFSET, attrs)
-            plain += _decompress(h.compression, batch[BATCH_HEADER_SIZE:])
+            plain += decompress(h.compression, batch[BATCH_HEADER_SIZE:])
             batch = bytes(plain)
         records = list(iter_records(batch))
     except Exception as e:  # a corrupt batch (its CRC says so): say it, keep dumping

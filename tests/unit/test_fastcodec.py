@@ -22,6 +22,8 @@ def test_produce_response_matches_kio(version: int) -> None:
         ProducePartitionResult(0, 0, 42, -1, 7),
         ProducePartitionResult(3, 45, error_message="sequence gap"),
         ProducePartitionResult(1, 0, 9, 1_700_000_000_123, 0),
+        ProducePartitionResult(2, 87, log_start_offset=5, error_message="keyless",
+                               record_errors=((0, "no key"), (3, None))),
     ]
     ours = encode_produce_response(version, [("orders", parts), ("clicks", [])])
     theirs = encode_response(build(
@@ -31,7 +33,9 @@ def test_produce_response_matches_kio(version: int) -> None:
             {"name": "orders", "partition_responses": [
                 {"index": p.index, "error_code": p.error_code, "base_offset": p.base_offset,
                  "log_append_time": p.log_append_time, "log_start_offset": p.log_start_offset,
-                 "record_errors": (), "error_message": p.error_message}
+                 "record_errors": [{"batch_index": i, "batch_index_error_message": m}
+                                   for i, m in p.record_errors],
+                 "error_message": p.error_message}
                 for p in parts
             ]},
             {"name": "clicks", "partition_responses": []},

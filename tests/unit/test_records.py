@@ -109,3 +109,38 @@ def test_property_garbage_never_crashes(data: bytes) -> None:
     length, headers = rb.valid_prefix(data)
     assert 0 <= length <= len(data)
     assert sum(h.size for h in headers) == length
+
+
+def test_keyless_records_and_record_times() -> None:
+    recs = [(b"k", b"v"), (None, b"x"), (b"k" * 300, b"y" * 9000), (None, None)]
+    batch = rb.build_batch(recs, timestamps=[50, 90, 70, 90])
+    h = rb.read_header(batch)
+    plain = rb.records_section(batch, h)
+    assert rb.keyless_records(plain, h.records_count) == [1, 3]  # a 3-byte length too
+    assert list(rb.record_times(plain, h)) == [(0, 50), (1, 90), (2, 70), (3, 90)]
+    assert h.max_timestamp == 90
+    with pytest.raises(rb.InvalidRecordError):
+        rb.keyless_records(plain[:-3], h.records_count)  # torn last record
+    with pytest.raises(rb.InvalidRecordError):
+        rb.keyless_records(plain + b"\x00", h.records_count)  # bytes after the last record
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_records_section_decompresses(codec: int) -> None:
+    import gzip
+
+    import cramjam
+
+    plain_batch = rb.build_batch([(None, b"a" * 100), (b"k", b"b")])
+    h = rb.read_header(plain_batch)
+    body = plain_batch[rb.BATCH_HEADER_SIZE:]
+    packed = {1: lambda d: gzip.compress(d), 2: lambda d: bytes(cramjam.snappy.compress_raw(d)),
+              3: lambda d: bytes(cramjam.lz4.compress(d)),
+              4: lambda d: bytes(cramjam.zstd.compress(d))}[codec](body)
+    header = h._replace(attributes=codec, batch_length=h.batch_length - len(body) + len(packed))
+    batch = plain_batch[:rb.BATCH_HEADER_SIZE] + packed
+    assert rb.records_section(batch, header) == body
+    assert rb.keyless_records(rb.records_section(batch, header), 2) == [0]
+    with pytest.raises(rb.CorruptRecordError):
+        rb.records_section(plain_batch[:rb.BATCH_HEADER_SIZE] + b"\x01garbage" * 3,
+                           header._replace(batch_length=49 + 24))

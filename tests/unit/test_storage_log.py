@@ -149,12 +149,33 @@ def test_offset_for_timestamp_and_max_timestamp(tmp_path: Path) -> None:
     assert log.offset_for_timestamp(1_990) == (120, 99_999)
     assert log.offset_for_timestamp(99_999) == (120, 99_999)
     assert log.offset_for_timestamp(100_000) is None
-    assert log.max_timestamp() == (122, 99_999)  # last offset of that batch
+    assert log.max_timestamp() == (120, 99_999)  # the first record carrying it
     log.close()
     reopened = PartitionLog(tmp_path, "t", 0, config(segment_bytes="2000"), clean=True)
     assert reopened.offset_for_timestamp(1_500) == (120, 99_999)
-    assert reopened.max_timestamp() == (122, 99_999)
+    assert reopened.max_timestamp() == (120, 99_999)
     reopened.close()
+
+
+def test_timestamp_lookups_find_the_record_inside_a_batch(tmp_path: Path) -> None:
+    log = make_log(tmp_path, segment_bytes="2000", index_interval_bytes="64")
+    for i in range(30):  # rolls several segments; each batch's records are out of order
+        base = 10_000 * i
+        append(log, bytearray(build_batch([(b"k", b"x" * 20)] * 4,
+                                          timestamps=[base + 5, base + 9, base + 7, base + 1])))
+    assert len(log.segments) >= 3
+    assert log.offset_for_timestamp(0) == (0, 5)
+    assert log.offset_for_timestamp(6) == (1, 9)
+    assert log.offset_for_timestamp(10) == (4, 10_005)
+    assert log.offset_for_timestamp(150_006) == (61, 150_009)
+    assert log.offset_for_timestamp(290_010) is None
+    assert log.max_timestamp() == (117, 290_009)  # mid-batch, not the batch's last offset
+    # The log start offset inside a batch: records below it are not answered.
+    log.delete_records_before(61)
+    assert log.offset_for_timestamp(150_000) == (61, 150_009)
+    log.delete_records_before(62)
+    assert log.offset_for_timestamp(150_000) == (62, 150_007)
+    log.close()
 
 
 def test_log_append_time_stamps_and_keeps_crc_valid(tmp_path: Path) -> None:
