@@ -57,9 +57,12 @@ class NerveProcess:
         log_path: Path | str | None = None,
         start_timeout: float = START_TIMEOUT,
         open_file_limit: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """open_file_limit: run the broker with RLIMIT_NOFILE soft = hard = this (`ulimit -n`,
-        which the broker cannot raise)."""
+        which the broker cannot raise). env: extra environment (test hooks); change it between
+        restarts through `self.env`."""
+        self.env = dict(env or {})
         self.data_dir = Path(data_dir)
         self.open_file_limit = open_file_limit
         self.host = host
@@ -145,7 +148,7 @@ class NerveProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"--- nerve start #{self.starts + 1}: {' '.join(self.command())}\n".encode())
             offset = log.tell()
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=REPO_ROOT,  # `python -m nerve` imports this checkout

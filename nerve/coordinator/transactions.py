@@ -48,6 +48,10 @@ TXN_FILE = "transactions.log"
 _FRAME = struct.Struct(">II")
 MAX_EPOCH = 32766
 TopicPartition = tuple[str, int]
+# Test hook for crash tests (never set in production): an EndTxn from a producer whose
+# transactional.id starts with this prefix hangs after its PrepareCommit/PrepareAbort record is
+# fsynced, before the markers, until the broker is killed.
+_PAUSE_AFTER_PREPARE = os.environ.get("NERVE_TEST_PAUSE_AFTER_PREPARE") or None
 
 
 class TxnState(Enum):
@@ -381,7 +385,7 @@ class TransactionCoordinator:
                 return
             meta = self._check(transactional_id, producer_id, epoch)
             if meta.state is TxnState.ONGOING:
-                await self._end(meta, commit)
+                await self._end(meta, commit, client=True)
                 return
             done = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
             if meta.state is done:
@@ -390,9 +394,14 @@ class TransactionCoordinator:
                            f"{'commit' if commit else 'abort'} of {transactional_id!r} in state "
                            f"{meta.state.value}")
 
-    async def _end(self, meta: TxnMetadata, commit: bool) -> None:
+    async def _end(self, meta: TxnMetadata, commit: bool, client: bool = False) -> None:
         meta.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         await self._persist(meta)
+        if client and _PAUSE_AFTER_PREPARE and meta.transactional_id.startswith(
+                _PAUSE_AFTER_PREPARE):
+            log.warning("test hook: %s of %r is durable; pausing before its markers",
+                        meta.state.value, meta.transactional_id)
+            await asyncio.Event().wait()  # until the test kills the broker
         await self._complete(meta, commit)
 
     async def _complete(self, meta: TxnMetadata, commit: bool) -> None:
