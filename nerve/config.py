@@ -114,6 +114,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "offset map memory, all cleaner threads"),
         ConfigDef("log.cleaner.io.max.bytes.per.second", "double", "1.7976931348623157E308",
                   "cleaner read+write rate limit"),
+        ConfigDef("producer.id.expiration.check.interval.ms", "int", "600000",
+                  "how often expired producer ids are removed"),
         ConfigDef("acks.all.fsync", "boolean", "true",
                   "nerve: answer acks=all only after fsync (group commit)"),
         ConfigDef("max.partitions", "int", "0",

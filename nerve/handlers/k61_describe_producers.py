@@ -5,7 +5,8 @@ Behaviour: per partition, every producer id the partition's producer state knows
 last sequence, the timestamp of its last batch, and the first offset of its open transaction
 (-1 when none; coordinator_epoch is -1 then, else 0: this node's only coordinator epoch).
 Unknown topic or partition: UNKNOWN_TOPIC_OR_PARTITION.
-Known gaps: producer ids are never expired (`producer.id.expiration.ms`), so idle ones stay.
+Producer ids idle for `producer.id.expiration.ms` without an open transaction are forgotten
+(checked every `producer.id.expiration.check.interval.ms`), so they are no longer listed.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ def _partition(ctx: RequestContext, topic: str, index: int) -> dict[str, Any]:
     ongoing = plog.txn.ongoing
     producers = []
     for pid, entry in sorted(plog.producer_state().items()):
-        last = entry.batches[-1] if entry.batches else None
         first = ongoing.get(pid, -1)
         producers.append({
             "producer_id": pid, "producer_epoch": entry.epoch,
-            "last_sequence": entry.last_seq, "last_timestamp": last.timestamp if last else -1,
+            "last_sequence": entry.last_seq, "last_timestamp": entry.last_timestamp,
             "coordinator_epoch": 0 if first >= 0 else -1, "current_txn_start_offset": first,
         })
     return {"partition_index": index, "error_code": ErrorCode.none, "error_message": None,

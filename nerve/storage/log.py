@@ -326,7 +326,8 @@ class PartitionLog:
         if header.is_control:
             h = seg.handle()
             batch = read_all(h.fd, pos, min(header.size, 4096))
-            self.producers.load_marker(header.producer_id, header.producer_epoch)
+            self.producers.load_marker(header.producer_id, header.producer_epoch,
+                                       header.max_timestamp)
         self.txn.replay(header, batch, seg.base_offset)
 
     def _read_log_start_offset(self) -> int | None:
@@ -740,10 +741,14 @@ class PartitionLog:
         """Write a COMMIT or ABORT control batch for `producer_id`; returns its offset."""
         batch = bytearray(marker_batch(producer_id, epoch, commit, coordinator_epoch, now_ms))
         info = self.append(batch, [(0, read_header(batch))], now_ms=now_ms)
-        self.producers.load_marker(producer_id, epoch)
+        self.producers.load_marker(producer_id, epoch, now_ms)
         self.txn.on_marker(producer_id, info.base_offset, commit,
                            self.active_segment.base_offset, self.high_watermark)
         return info.base_offset
 
     def producer_state(self) -> dict[int, ProducerStateEntry]:
         return self.producers.producers
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """producer.id.expiration.ms: producers of an open transaction here are kept."""
+        return self.producers.remove_expired(now_ms, expiration_ms, self.txn.ongoing)

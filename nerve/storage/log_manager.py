@@ -504,6 +504,8 @@ class LogManager:
         self._tasks = [
             asyncio.create_task(self._policy_loop(), name="nerve-storage-flush-policy"),
             asyncio.create_task(self._retention_loop(), name="nerve-storage-retention"),
+            asyncio.create_task(self._producer_expiration_loop(),
+                                name="nerve-storage-producer-expiration"),
         ]
         self.cleaner.start()
 
@@ -531,6 +533,24 @@ class LogManager:
                 self.apply_retention()
             except Exception:
                 log.exception("retention failed")
+
+    async def _producer_expiration_loop(self) -> None:
+        interval = self.broker_config.get_int("producer.id.expiration.check.interval.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.remove_expired_producers()
+            except Exception:
+                log.exception("producer id expiration failed")
+
+    def remove_expired_producers(self) -> int:
+        """Kafka's producer.id.expiration.ms for every partition's idempotent producer state."""
+        now = self._now_ms()
+        expiration = self.broker_config.get_int("producer.id.expiration.ms")
+        removed = sum(lg.remove_expired_producers(now, expiration) for lg in self.all_logs())
+        if removed:
+            log.info("removed %d expired producer id(s) from partition producer state", removed)
+        return removed
 
     def apply_retention(self) -> int:
         now = self._now_ms()

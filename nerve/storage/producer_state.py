@@ -4,13 +4,17 @@ Per producer id: its epoch and the metadata of its last 5 batches (Kafka's
 NUM_BATCHES_TO_RETAIN), enough to answer a retried batch with its original offsets.
 Persistence: a JSON snapshot `<log end offset>.snapshot` is written at clean close; at load the
 newest usable snapshot is read and the batch HEADERS after it are scanned (without a snapshot,
-the headers of the whole log). Idle producer ids are not expired yet.
+the headers of the whole log). Producer ids idle for `producer.id.expiration.ms` (by the
+timestamp of their last batch or marker, Kafka's lastTimestamp) and with no open transaction
+are forgotten by `remove_expired`; a later batch of such an id is accepted as from an unknown
+producer.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,7 @@ class ProducerStateEntry:
     producer_id: int
     epoch: int = NO_EPOCH
     batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=BATCHES_TO_RETAIN))
+    last_timestamp: int = -1  # of its last batch or marker: producer.id.expiration.ms
 
     @property
     def last_seq(self) -> int:
@@ -48,13 +53,15 @@ class ProducerStateEntry:
 
     def copy(self) -> ProducerStateEntry:
         return ProducerStateEntry(self.producer_id, self.epoch,
-                                  deque(self.batches, maxlen=BATCHES_TO_RETAIN))
+                                  deque(self.batches, maxlen=BATCHES_TO_RETAIN),
+                                  self.last_timestamp)
 
     def add(self, epoch: int, meta: BatchMetadata) -> None:
         if epoch != self.epoch:
             self.batches.clear()
             self.epoch = epoch
         self.batches.append(meta)
+        self.last_timestamp = meta.timestamp
 
     def find_duplicate(self, epoch: int, first_seq: int, last_seq: int) -> BatchMetadata | None:
         if epoch != self.epoch:
@@ -138,7 +145,7 @@ class ProducerStateManager:
             header.base_sequence, header.last_sequence, header.base_offset, header.last_offset,
             header.max_timestamp))
 
-    def load_marker(self, producer_id: int, epoch: int) -> None:
+    def load_marker(self, producer_id: int, epoch: int, timestamp: int) -> None:
         """A transaction marker: its epoch fences older ones (sequences go on in the same
         epoch, as in Kafka's transaction version 1)."""
         entry = self.producers.get(producer_id)
@@ -147,6 +154,19 @@ class ProducerStateManager:
         if epoch > entry.epoch:
             entry.batches.clear()
             entry.epoch = epoch
+        entry.last_timestamp = max(entry.last_timestamp, timestamp)
+        self.changed = True
+
+    def remove_expired(self, now_ms: int, expiration_ms: int, keep: Container[int]) -> int:
+        """Forget producers idle for `expiration_ms` (Kafka's producer.id.expiration.ms),
+        except those in `keep` (an open transaction in this partition)."""
+        expired = [pid for pid, e in self.producers.items()
+                   if now_ms - e.last_timestamp >= expiration_ms and pid not in keep]
+        for pid in expired:
+            del self.producers[pid]
+        if expired:
+            self.changed = True
+        return len(expired)
 
     # ---- snapshots ----
 
@@ -157,7 +177,7 @@ class ProducerStateManager:
             "version": 1,
             "ongoing": [[pid, first] for pid, first in (txn_ongoing or {}).items()],
             "producers": [
-                {"id": e.producer_id, "epoch": e.epoch,
+                {"id": e.producer_id, "epoch": e.epoch, "ts": e.last_timestamp,
                  "batches": [[b.first_seq, b.last_seq, b.first_offset, b.last_offset,
                               b.timestamp] for b in e.batches]}
                 for e in self.producers.values()
@@ -175,6 +195,8 @@ class ProducerStateManager:
             for p in data["producers"]:
                 entry = ProducerStateEntry(int(p["id"]), int(p["epoch"]))
                 entry.batches.extend(BatchMetadata(*map(int, b)) for b in p["batches"])
+                entry.last_timestamp = int(p.get("ts", entry.batches[-1].timestamp
+                                                 if entry.batches else -1))
                 producers[entry.producer_id] = entry
             ongoing = {int(pid): int(first) for pid, first in data.get("ongoing", ())}
         except (OSError, ValueError, KeyError, TypeError):
