@@ -175,7 +175,9 @@ def _redirect(path: str, msg: str | None = None) -> RedirectResponse:
 
 def create_app(cluster: Cluster, *, read_only: bool = False,
                accounting: Callable[[], Accounting | None] = lambda: None,
-               hosts: set[str] | None = None, password: str | None = None) -> Starlette:
+               hosts: set[str] | None = None, password: str | None = None,
+               cleaning: Callable[[str], list[dict[str, Any]] | None] = lambda _t: None,
+               ) -> Starlette:
     """`hosts`: the Host names served (default: the loopback names); `password`: HTTP basic
     auth for every request (nerve/console/guard.py)."""
     sampler = Sampler(cluster)
@@ -242,7 +244,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
                 "time": qp.get("time", ""), "q": qp.get("q", ""), "limit": str(limit)}
         return HTMLResponse(pages.topic(ctx, data["info"], data["records"], seek,
                                         newest_first=offset is None and ts is None,
-                                        msg=qp.get("msg")))
+                                        msg=qp.get("msg"), cleaning=cleaning(name)))
 
     async def group_page(request: Request) -> Response:
         gid = request.path_params["group"]

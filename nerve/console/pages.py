@@ -170,8 +170,35 @@ def _record_rows(records: Iterable[Record]) -> str:
         for r in records)
 
 
+def _cleaning(states: list[dict[str, Any]] | None) -> str:
+    """The log cleaner's state of a compacted topic's partitions (in-process brokers)."""
+    if not states:
+        return ""
+    rows = "".join(
+        f'<tr><td class="num">{c["partition"]}</td><td class="num">{c["dirty_ratio"]:.2f}</td>'
+        f'<td class="num">{c["first_dirty_offset"]}</td>'
+        f'<td>{h(_when(c["last_clean_ms"]))}</td><td class="num">{c["passes"]}</td>'
+        f'<td class="num">{c["bytes_reclaimed"]}</td></tr>' for c in states)
+    return ('<section id="cleaning"><h2>Cleaning <small>log compaction</small></h2><table>'
+            "<thead><tr><th>partition</th><th>dirty ratio</th><th>first dirty offset</th>"
+            "<th>last clean (UTC)</th><th>passes</th><th>bytes reclaimed</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></section>")
+
+
+def _when(ms: int) -> str:
+    if ms < 0:
+        return "never"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+POLICY_WARNING = ("Changing cleanup.policy: compact removes all but the latest record of each "
+                  "key (and tombstones after delete.retention.ms); delete removes whole "
+                  "segments by age and size. Records removed cannot be brought back. Go on?")
+
+
 def topic(ctx: Ctx, info: TopicInfo, records: list[Record], seek: dict[str, str],
-          newest_first: bool, msg: str | None = None) -> str:
+          newest_first: bool, msg: str | None = None,
+          cleaning: list[dict[str, Any]] | None = None) -> str:
     name = info.name
     prows = "".join(
         f'<tr><td class="num">{p.partition}</td><td class="num">{p.leader}</td>'
@@ -198,7 +225,8 @@ def topic(ctx: Ctx, info: TopicInfo, records: list[Record], seek: dict[str, str]
 <label class="wide">Headers (key=value per line) <textarea name="headers" rows="2"></textarea></label>
 <button>Produce</button></form></section>
 <details class="action"><summary>Alter or delete this topic</summary>
-<form method="post" action="/topics/{_u(name)}/alter" class="grid">
+<form method="post" action="/topics/{_u(name)}/alter" class="grid"
+ data-confirm-if="cleanup.policy" data-confirm-text="{h(POLICY_WARNING)}">
 <label>Partitions (increase) <input name="partitions" type="number" min="{len(info.partitions)}"></label>
 <label class="wide">Set configs (key=value per line) <textarea name="configs" rows="2"></textarea></label>
 <label>Reset configs to default (comma separated) <input name="delete"></label>
@@ -229,6 +257,7 @@ def topic(ctx: Ctx, info: TopicInfo, records: list[Record], seek: dict[str, str]
 <th>key</th><th>value</th><th>headers</th></tr></thead><tbody>{rows}</tbody></table>
 </section>
 {actions}
+{_cleaning(cleaning)}
 <div class="cols">
 <section><h2>Partitions</h2><table><thead><tr><th>partition</th><th>leader</th><th>replicas</th>
 <th>start</th><th>end</th><th>messages</th></tr></thead><tbody>{prows}</tbody></table></section>

@@ -106,6 +106,7 @@ async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
     _warn_open(host, read_only, password)
     app = create_app(cluster, read_only=read_only,
                      accounting=lambda: accounting.of(broker.core),
+                     cleaning=lambda topic: broker.core.logs.cleaner.topic_state(topic),
                      hosts=allowed_hosts(host, allowed), password=password)
     server = _EmbeddedServer(_config(app))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

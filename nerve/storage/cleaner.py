@@ -456,6 +456,18 @@ class LogCleaner:
         state = self.stats.partitions.setdefault(plog.name, PartitionCleaning())
         return state.as_dict()
 
+    def topic_state(self, topic: str) -> list[dict[str, float | int]] | None:
+        """partition_state of every partition of `topic` (None: not a compacted topic)."""
+        info = self.manager.topics.get(topic)
+        if info is None or not is_compacted(info.config):
+            return None
+        out = []
+        for p in range(info.num_partitions):
+            state = self.partition_state(topic, p)
+            if state is not None:
+                out.append({"partition": p, **state})
+        return out
+
     def metrics(self) -> dict[str, object]:
         """Counters for monitoring (nerve/metrics.py reads this): totals, and the dirty ratio
         per partition of the compacted topics."""

@@ -78,7 +78,10 @@ def _kafka_libs_ready() -> bool:
 # Both brokers sweep retention every second (Kafka's default waits 30 s, then 5 min), so a
 # retention test sees what each deletes within seconds.
 RETENTION_SWEEP = {"log.retention.check.interval.ms": "1000", "log.initial.task.delay.ms": "0"}
-NERVE_CONFIG_KEYS = {"log.retention.check.interval.ms"}  # nerve has no initial task delay
+# Both cleaners look for dirty compacted logs every 200 ms (Kafka's default: 15 s).
+RETENTION_SWEEP["log.cleaner.backoff.ms"] = "200"
+NERVE_CONFIG_KEYS = {"log.retention.check.interval.ms",  # nerve has no initial task delay
+                     "log.cleaner.backoff.ms"}
 
 
 @pytest.fixture(scope="session")

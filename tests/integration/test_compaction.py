@@ -5,10 +5,12 @@ step of a cleaning pass (NERVE_CLEANER_PAUSE_AT) loses no acknowledged latest va
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.compaction import (
@@ -18,17 +20,22 @@ from tests.compaction import (
     read_all,
     wait_compacted,
 )
-from tests.helpers import NerveProcess
+from tests.helpers import NerveProcess, free_port
 
 FAST_CLEANER = ["--set", "log.cleaner.backoff.ms=200"]
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NerveProcess]:
-    proc = NerveProcess(tmp_path_factory.mktemp("compaction") / "data", extra_args=FAST_CLEANER)
+    proc = NerveProcess(tmp_path_factory.mktemp("compaction") / "data",
+                        extra_args=[*FAST_CLEANER, "--console-port", str(free_port())])
     proc.start()
     yield proc
     proc.stop()
+
+
+def _console_url(proc: NerveProcess) -> str:
+    return re.findall(r"nerve console on (http://\S+)", proc.log_text())[-1]
 
 
 def test_latest_value_per_key_then_tombstones_go(broker: NerveProcess) -> None:
@@ -49,6 +56,19 @@ def test_latest_value_per_key_then_tombstones_go(broker: NerveProcess) -> None:
     wait_compacted(broker.bootstrap, topic, {k: v for k, v in final.items()
                                              if v[1] is not None or k.startswith(b"later")})
     assert "Traceback" not in broker.log_text()
+    # The console's topic page shows the cleaning state, and warns before a policy change.
+    page = httpx.get(f"{_console_url(broker)}/topics/{topic}", timeout=20).text
+    cleaning = page[page.index('<section id="cleaning">'):]
+    cleaning = cleaning[:cleaning.index("</section>")]
+    cells = re.findall(r'<td class="num">([0-9.]+)</td>', cleaning)
+    # partition, dirty ratio, first dirty offset, passes, bytes reclaimed
+    assert cells[0] == "0" and int(cells[3]) >= 2 and int(cells[4]) > 0, cleaning
+    assert "never" not in cleaning  # last clean
+    assert 'data-confirm-if="cleanup.policy"' in page
+    other = "plain-topic"
+    create_topic(broker.bootstrap, other, {"cleanup.policy": "delete"})
+    plain = httpx.get(f"{_console_url(broker)}/topics/{other}", timeout=20).text
+    assert "<h1>" in plain and 'id="cleaning"' not in plain
 
 
 # The default suite kills in the worker's write and at the loop's most delicate state (old

@@ -7,6 +7,14 @@ document.querySelectorAll("form[data-confirm]").forEach((f) => {
     if (!window.confirm(f.dataset.confirm)) e.preventDefault();
   });
 });
+// ---- alter forms that ask only when a field names a risky config (cleanup.policy)
+document.querySelectorAll("form[data-confirm-if]").forEach((f) => {
+  f.addEventListener("submit", (e) => {
+    const risky = [...f.querySelectorAll("textarea, input")]
+      .some((el) => el.value.includes(f.dataset.confirmIf));
+    if (risky && !window.confirm(f.dataset.confirmText)) e.preventDefault();
+  });
+});
 
 // ---- overview: live throughput chart and table cells, fed by server-sent events
 const canvas = document.getElementById("throughput");
