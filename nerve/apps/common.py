@@ -309,6 +309,7 @@ class SqliteService:
     topics: tuple[str, ...] = ()
     schema: str = ""
     batch: int = 1000
+    metrics_topic: str = ""  # where the latency figures go once a second (the console's)
 
     def __init__(self, bootstrap: str, state_dir: Path, instance: str = "0",
                  commit_interval: float = 0.0) -> None:
@@ -323,6 +324,7 @@ class SqliteService:
         self.batches = 0
         self.latency = Latency()
         self._effects: list[tuple[str, int]] = []
+        self.producer: Producer | None = None
 
     # -- to override
     def apply(self, db: sqlite3.Connection, rec: Record) -> None:
@@ -342,8 +344,8 @@ class SqliteService:
     # -- the loop
     def run(self, stopper: Stopper) -> None:
         consumer = Consumer(consumer_config(self.bootstrap, self.name, self.instance))
-        producer = Producer(producer_config(self.bootstrap,
-                                            **{"client.id": f"{self.name}-{self.instance}"}))
+        producer = self.producer = Producer(producer_config(
+            self.bootstrap, **{"client.id": f"{self.name}-{self.instance}"}))
         consumer.subscribe(list(self.topics))
         log(self.name, f"consuming {', '.join(self.topics)} from {self.bootstrap}")
         last_stats = last_commit = 0.0
@@ -428,6 +430,17 @@ class SqliteService:
                 "batches": self.batches, "latency_ms": self.latency.summary(), "at": time.time(),
                 **self.stats(self.db)}
         write_json_atomic(stats_path(self.state_dir, self.instance), data)
+        if self.producer is not None and self.metrics_topic:
+            publish_metrics(self.producer, self.metrics_topic, self.name, self.instance,
+                            data["latency_ms"])
+
+
+def publish_metrics(producer: Producer, topic: str, service: str, instance: str,
+                    latency: dict[str, dict[str, float]]) -> None:
+    """A service's latency figures, for readers that see only the topics (the console)."""
+    with contextlib.suppress(KafkaException, BufferError):
+        producer.produce(topic, key=f"{service}-{instance}", value=encode(
+            {"service": service, "instance": instance, "ts": now_ms(), "latency_ms": latency}))
 
 
 def next_offsets(msgs: Iterable[Message]) -> list[TopicPartition]:

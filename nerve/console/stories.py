@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,9 +28,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nerve.apps.common import merge_latency
+from nerve.apps.rides import METRICS_TOPIC as RIDES_METRICS
 from nerve.apps.rides import TOPICS as RIDES_TOPICS
 from nerve.apps.rides import ZONE_SIZE, ZONES_PER_SIDE
 from nerve.apps.shop import INITIAL_STOCK, LOW_STOCK
+from nerve.apps.shop import METRICS_TOPIC as SHOP_METRICS
 from nerve.apps.shop import TOPICS as SHOP_TOPICS
 from nerve.console import pages
 from nerve.console.pages import card, h, layout
@@ -55,12 +59,29 @@ def _percentile(values: Iterable[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------------- projections
+class ServiceLatency:
+    """The latest latency figures each service instance published to the story's metrics
+    topic, merged per action (the services measure event time to effect; see nerve/apps)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        self.latest[f"{ev['service']}-{ev['instance']}"] = ev
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [{"action": a, **f} for a, f in
+                merge_latency(ev for _, ev in sorted(self.latest.items())).items()]
+
+
 class ShopProjection:
     """events/s by topic, stock per product, promos and tickets, from the shop's topics."""
 
     def __init__(self) -> None:
-        self.per_second: dict[str, dict[int, int]] = {t: {} for t in SHOP_TOPICS}
-        self.totals: dict[str, int] = dict.fromkeys(SHOP_TOPICS, 0)
+        topics = [t for t in SHOP_TOPICS if t != SHOP_METRICS]
+        self.per_second: dict[str, dict[int, int]] = {t: {} for t in topics}
+        self.totals: dict[str, int] = dict.fromkeys(topics, 0)
+        self.service_latency = ServiceLatency()
         self.sold: dict[str, int] = {}
         self.stock_low: dict[str, int] = {}  # product -> stock it was reported at
         self.bugs: OrderedDict[str, dict[str, Any]] = OrderedDict()  # bug id -> report
@@ -72,6 +93,9 @@ class ShopProjection:
         self.ticket_count = 0
 
     def apply(self, topic: str, ts_ms: int, ev: dict[str, Any]) -> None:
+        if topic == SHOP_METRICS:
+            self.service_latency.apply(ev)
+            return
         self.totals[topic] = self.totals.get(topic, 0) + 1
         sec = ts_ms // 1000
         buckets = self.per_second.setdefault(topic, {})
@@ -117,6 +141,7 @@ class ShopProjection:
             # be read before its report.
             "tickets": {"count": self.ticket_count, "recent": [
                 t | {"page": self.bugs.get(t["bug"], {}).get("page")} for t in self.tickets]},
+            "service_latency": self.service_latency.snapshot(),
         }
 
 
@@ -134,9 +159,14 @@ class RidesProjection:
         self.payments: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.revenue_cents = 0
         self.requests = 0
+        self.service_latency = ServiceLatency()
+        self.extent = 0.0  # the farthest driver position: the city grows with the rate
 
     def apply(self, topic: str, ts_ms: int, ev: dict[str, Any]) -> None:
-        if topic == "driver-locations":
+        if topic == RIDES_METRICS:
+            self.service_latency.apply(ev)
+        elif topic == "driver-locations":
+            self.extent = max(self.extent, ev["x"], ev["y"])
             d = self.drivers.get(ev["driver"])
             if d is None or ev["ts"] >= d["ts"]:  # several partitions: keep the newest
                 self.drivers[ev["driver"]] = {
@@ -171,7 +201,8 @@ class RidesProjection:
     def snapshot(self, now_ms: int) -> dict[str, Any]:
         recent = list(self.latencies)[-200:]
         return {
-            "t": now_ms, "zones_per_side": ZONES_PER_SIDE, "zone_size": ZONE_SIZE,
+            "t": now_ms, "zone_size": ZONE_SIZE,
+            "zones_per_side": max(ZONES_PER_SIDE, math.ceil(self.extent / ZONE_SIZE)),
             "drivers": self.drivers,
             "waiting": [{"ride": r, "rider": q["rider"], "x": q["pickup"][0],
                          "y": q["pickup"][1]} for r, q in self.waiting.items()],
@@ -185,6 +216,7 @@ class RidesProjection:
                            "recent_p99": _percentile(recent, 0.99)},
             "payments": {"count": len(self.charges), "total_cents": self.revenue_cents,
                          "recent": list(self.payments)},
+            "service_latency": self.service_latency.snapshot(),
         }
 
 
@@ -368,7 +400,9 @@ stock is the initial {INITIAL_STOCK} units minus the units in <code>product-sold
 <table id="promos"><thead><tr><th>product</th><th>customer</th><th>discount</th><th>time</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Support tickets <small id="ticket-count"></small></h2>
 <table id="tickets"><thead><tr><th>ticket</th><th>customer</th><th>page</th><th>time</th></tr></thead><tbody></tbody></table>
-</section></div>"""
+</section></div>
+<section><h2>Latency <small>event time to effect, as each service measures it (all instances; from the story's metrics topic)</small></h2>
+<table id="latency"><thead><tr><th>action</th><th>p50</th><th>p99</th><th>max</th><th>events</th></tr></thead><tbody></tbody></table></section>"""
     return layout(ctx, "Shop story", body, "story-shop")
 
 
@@ -385,7 +419,7 @@ def rides_page(ctx: pages.Ctx, snap: dict[str, Any]) -> str:
 {card("payments collected", "-", id="c-revenue")}
 </section>
 <div class="cols rides">
-<section><h2>Live map <small>4 x 4 zones; lines: matches as they happen (driver → pickup)</small></h2>
+<section><h2>Live map <small>zones of 10 km (the city grows with the rate); lines: matches as they happen (driver → pickup)</small></h2>
 <div class="map-box"><svg id="city" viewBox="0 0 420 420" data-events="/stories/rides/events" role="img" aria-label="live map"></svg></div>
 <p class="legend"><span class="dot free"></span>free driver <span class="dot pickup"></span>driving to a pickup
 <span class="dot riding"></span>driving a rider <span class="dot rider"></span>waiting rider
@@ -394,7 +428,9 @@ def rides_page(ctx: pages.Ctx, snap: dict[str, Any]) -> str:
 <table id="payments"><thead><tr><th>ride</th><th>rider</th><th>amount</th><th>time</th></tr></thead><tbody></tbody></table>
 <h2>Recent matches</h2>
 <table id="matches"><thead><tr><th>ride</th><th>driver</th><th>zone</th><th>latency</th></tr></thead><tbody></tbody></table>
-</section></div>"""
+</section></div>
+<section><h2>Latency <small>event time to effect, as each service measures it (all instances; from the story's metrics topic)</small></h2>
+<table id="latency"><thead><tr><th>action</th><th>p50</th><th>p99</th><th>max</th><th>events</th></tr></thead><tbody></tbody></table></section>"""
     return layout(ctx, "Rides story", body, "story-rides")
 
 

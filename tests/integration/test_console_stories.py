@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from nerve.apps.common import read_topic
+from nerve.apps.rides.story import ACTIONS as RIDES_ACTIONS
 from nerve.apps.rides.story import story as rides_story
 from nerve.apps.runner import StoryRun
 from nerve.apps.shop import INITIAL_STOCK
+from nerve.apps.shop.story import ACTIONS as SHOP_ACTIONS
 from nerve.apps.shop.story import story as shop_story
 from tests.apps.conftest import story_run  # noqa: F401  (the fixture)
 from tests.apps.test_stories import RIDES_ARGS, SHOP_ARGS
@@ -97,6 +99,12 @@ def test_shop_page_shows_events_stock_promos_and_tickets(
                            and s["tickets"]["count"] > 0),
         run, 30, "views, sales, stock, promos and tickets")
     assert snap["promos"]["recent"][0]["product"].startswith("P-")
+    # Every service's latency figures, read from the story's metrics topic.
+    lat = console.wait_for(
+        "shop", lambda s: {f["action"] for f in s["service_latency"]} >= set(SHOP_ACTIONS),
+        run, 30, "every shop action's latency")["service_latency"]
+    assert all(0 <= f["p50"] <= f["p99"] <= f["max"] and f["n"] > 0 for f in lat), lat
+    assert 'id="latency"' in console.http.get("/stories/shop").text
     assert any(t["page"] in ("/cart", "/checkout", "/search", "/product")  # joined from the bug
                for t in snap["tickets"]["recent"]), snap["tickets"]
 
@@ -136,6 +144,12 @@ def test_rides_page_shows_drivers_matches_and_payments(
     m = snap["matches"][-1]
     assert m["from"] is not None and m["to"] is not None, m  # drawable: driver -> pickup
     assert snap["latency_ms"]["p99"] >= snap["latency_ms"]["p50"] > 0
+    assert snap["zones_per_side"] == 4  # the smallest city, sized to RIDES_ARGS' rate
+    lat = console.wait_for(
+        "rides", lambda s: {f["action"] for f in s["service_latency"]} >= set(RIDES_ACTIONS),
+        run, 30, "every rides action's latency")["service_latency"]
+    assert all(0 <= f["p50"] <= f["p99"] <= f["max"] and f["n"] > 0 for f in lat), lat
+    assert 'id="latency"' in console.http.get("/stories/rides").text
     assert snap["payments"]["total_cents"] > 0 and snap["payments"]["recent"]
     assert 'id="city"' in console.http.get("/stories/rides").text
     assert 'href="/stories/rides"' in console.http.get("/").text

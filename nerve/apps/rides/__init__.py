@@ -16,7 +16,10 @@ TOPICS: dict[str, int] = {
     "ride-matched": PARTITIONS,
     "ride-completed": PARTITIONS,
     "payments": 3,
+    # Every service's latency figures, once a second (the console's story page reads them).
+    "rides-metrics": 1,
 }
+METRICS_TOPIC = "rides-metrics"
 SERVICES = ("matching", "tracking", "payments")
 ZONES_PER_SIDE = 4          # the smallest city: 4 x 4 zones, named z00 .. z33
 MAX_ZONES_PER_SIDE = 10     # zone names have one digit per axis

@@ -61,9 +61,11 @@ from nerve.apps.common import (
     log,
     now_ms,
     producer_config,
+    publish_metrics,
     stats_path,
     write_json_atomic,
 )
+from nerve.apps.rides import METRICS_TOPIC
 
 INPUTS = ("ride-requests", "driver-locations", "ride-completed")
 POSITION_MAX_AGE_MS = 10_000  # a driver silent for longer is not offered rides
@@ -115,6 +117,8 @@ class Matching:
         self.consumer = Consumer(consumer_config(bootstrap, "matching", instance,
                                                  **{"client.id": self.name}))
         self.producer = self._new_producer()
+        # Not transactional: the latency figures go out whatever happens to the matches.
+        self.metrics = Producer(producer_config(bootstrap, **{"client.id": f"{self.name}-m"}))
         self.parts: dict[int, PartitionState] = {}
         self.matches = 0
         self.latency = Latency()
@@ -352,6 +356,7 @@ class Matching:
             self._commit(asynchronous=False)
             self._write_stats()
             self.consumer.close()
+            self.metrics.flush(5)
             log(self.name, f"stopped after {self.matches} matches in {self.transactions} "
                            f"transactions, {self.aborted} aborted")
 
@@ -366,6 +371,9 @@ class Matching:
             "open_transaction": len(self.txn),
             "open_since": time.time() - (time.monotonic() - self.txn_started) if self.txn else 0,
             "latency_ms": self.latency.summary()})
+        publish_metrics(self.metrics, METRICS_TOPIC, "matching", self.instance,
+                        self.latency.summary())
+        self.metrics.poll(0)
 
 
 def main(argv: list[str] | None = None) -> None:

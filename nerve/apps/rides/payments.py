@@ -9,13 +9,14 @@ import sqlite3
 from typing import Any
 
 from nerve.apps.common import Record, SqliteService, enqueue, service_main
-from nerve.apps.rides import fare_cents
+from nerve.apps.rides import METRICS_TOPIC, fare_cents
 
 
 class Payments(SqliteService):
     """Charges the rider of every ride-completed (consumer group `payments`)."""
 
     name = "payments"
+    metrics_topic = METRICS_TOPIC
     topics = ("ride-completed",)
     # ride_id deliberately not UNIQUE: "charged once" must come from the processing (the
     # `processed` table, same transaction), and the tests check it.

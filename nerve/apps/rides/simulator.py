@@ -36,9 +36,10 @@ from nerve.apps.common import (
     now_ms,
     percentile,
     producer_config,
+    publish_metrics,
     write_json_atomic,
 )
-from nerve.apps.rides import SPEED_KM_S, ZONE_SIZE, city_for, zone_name
+from nerve.apps.rides import METRICS_TOPIC, SPEED_KM_S, ZONE_SIZE, city_for, zone_name
 
 LOCATION_EVERY_S = 0.5
 SEES_MATCH = "request -> rider sees match"
@@ -219,7 +220,9 @@ class Simulator:
                 sent_locations = due
             self.producer.poll(0)
             if now - last_stats >= 0.5:
-                write_json_atomic(self.state_dir / "stats.json", self.stats(False, phase))
+                st = self.stats(False, phase)
+                write_json_atomic(self.state_dir / "stats.json", st)
+                publish_metrics(self.producer, METRICS_TOPIC, "simulator", "0", st["latency_ms"])
                 last_stats = now
         undelivered = self.producer.flush(120)
         self.consumer.close()

@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 from nerve.apps.common import Record, SqliteService, service_main
+from nerve.apps.rides import METRICS_TOPIC
 
 UPSERT_DRIVER = """
 INSERT INTO drivers VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(driver) DO UPDATE SET
@@ -31,6 +32,7 @@ class Tracking(SqliteService):
     """Latest position per driver and rider (consumer group `tracking`)."""
 
     name = "tracking"
+    metrics_topic = METRICS_TOPIC
     topics = ("driver-locations", "ride-requests", "ride-matched", "ride-completed")
     schema = """
     CREATE TABLE IF NOT EXISTS drivers (driver TEXT PRIMARY KEY, x REAL, y REAL, ts INTEGER,

@@ -12,7 +12,10 @@ TOPICS: dict[str, int] = {
     "promotions": 3,
     "stock-low": 3,
     "support-tickets": 3,
+    # Every service's latency figures, once a second (the console's story page reads them).
+    "shop-metrics": 1,
 }
+METRICS_TOPIC = "shop-metrics"
 SERVICES = ("inventory", "marketing", "support")
 PROMO_WINDOW_MS = 3000  # a view not followed by a purchase within this long earns a promo
 INITIAL_STOCK = 40

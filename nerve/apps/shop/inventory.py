@@ -9,13 +9,14 @@ import sqlite3
 from typing import Any
 
 from nerve.apps.common import Record, SqliteService, enqueue, service_main
-from nerve.apps.shop import INITIAL_STOCK, LOW_STOCK
+from nerve.apps.shop import INITIAL_STOCK, LOW_STOCK, METRICS_TOPIC
 
 
 class Inventory(SqliteService):
     """Stock per product, decremented once per order item (consumer group `inventory`)."""
 
     name = "inventory"
+    metrics_topic = METRICS_TOPIC
     topics = ("product-sold",)
     schema = """
     CREATE TABLE IF NOT EXISTS stock (product TEXT PRIMARY KEY, qty INTEGER NOT NULL);

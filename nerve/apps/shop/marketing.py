@@ -15,13 +15,14 @@ import sqlite3
 from typing import Any
 
 from nerve.apps.common import Record, SqliteService, enqueue, service_main
-from nerve.apps.shop import PROMO_WINDOW_MS
+from nerve.apps.shop import METRICS_TOPIC, PROMO_WINDOW_MS
 
 
 class Marketing(SqliteService):
     """Promotes products that were viewed but not bought (consumer group `marketing`)."""
 
     name = "marketing"
+    metrics_topic = METRICS_TOPIC
     topics = ("product-viewed", "product-sold")
     # status: pending -> bought | promoted. promos has no UNIQUE(view_id) on purpose: "never
     # two for one view" must come from the processing, and the tests check it.

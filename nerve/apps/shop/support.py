@@ -9,12 +9,14 @@ import sqlite3
 from typing import Any
 
 from nerve.apps.common import Record, SqliteService, enqueue, service_main
+from nerve.apps.shop import METRICS_TOPIC
 
 
 class Support(SqliteService):
     """Opens a ticket for each bug report (consumer group `support`)."""
 
     name = "support"
+    metrics_topic = METRICS_TOPIC
     topics = ("bug-reported",)
     # bug_id is deliberately not UNIQUE: "one ticket per report" must come from the processing
     # (the `processed` table), and the tests check it.

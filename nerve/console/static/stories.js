@@ -29,6 +29,12 @@
     es.onerror = () => set("story-note", "disconnected from the console, retrying…");
   };
   const note = (s) => { if (s.error) set("story-note", s.error); };
+  const ms = (v) => `${Math.round(v)} ms`;
+  const latency = (s) => {
+    if (s.service_latency && document.getElementById("latency")) {
+      rows("latency", s.service_latency, (f) => [esc(f.action), ms(f.p50), ms(f.p99), ms(f.max), esc(f.n)]);
+    }
+  };
 
   // ------------------------------------------------------------------ shop
   const COLORS = { "product-viewed": "#2f6fde", "product-sold": "#1f9d6b", "bug-reported": "#c93636",
@@ -86,6 +92,7 @@
     };
     const render = (s) => {
       note(s);
+      latency(s);
       if (!s.series) return;
       last = s;
       chart();
@@ -115,7 +122,10 @@
     let scale = 1;
     const P = (x) => PAD + x * scale;
     const base = el("g", {}, city), lines = el("g", {}, city), dots = el("g", {}, city);
+    let drawn = 0;  // zones per side of the grid drawn: the city grows with the rate
     const grid = (s) => {
+      while (base.firstChild) base.firstChild.remove();
+      drawn = s.zones_per_side;
       scale = 400 / (s.zones_per_side * s.zone_size);
       const side = s.zones_per_side, z = s.zone_size;
       for (let zx = 0; zx < side; zx++) {
@@ -129,8 +139,9 @@
     };
     const render = (s) => {
       note(s);
+      latency(s);
       if (!s.drivers) return;
-      if (!base.firstChild) grid(s);
+      if (drawn !== s.zones_per_side) grid(s);
       while (dots.firstChild) dots.firstChild.remove();
       for (const w of s.waiting) {
         el("rect", { x: P(w.x) - 3.5, y: P(w.y) - 3.5, width: 7, height: 7, class: "rider" }, dots)
