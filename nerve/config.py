@@ -222,6 +222,9 @@ class TopicConfig:
 
     overrides: Mapping[str, str]
     broker: BrokerConfig
+    # Resolved values: a TopicConfig is replaced, never changed, when the topic's configs
+    # change, so each key is looked up once (append reads several per batch).
+    _ints: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def get(self, key: str) -> str:
         if key in self.overrides:
@@ -235,7 +238,10 @@ class TopicConfig:
         return defn.default
 
     def get_int(self, key: str) -> int:
-        return int(self.get(key))
+        value = self._ints.get(key)
+        if value is None:
+            value = self._ints[key] = int(self.get(key))
+        return value
 
     def source(self, key: str) -> Literal["topic", "static_broker", "default"]:
         if key in self.overrides:
@@ -284,7 +290,11 @@ class TopicConfig:
 
     @property
     def log_append_time(self) -> bool:
-        return self.get("message.timestamp.type") == "LogAppendTime"
+        value = self._ints.get("message.timestamp.type")
+        if value is None:
+            value = self._ints["message.timestamp.type"] = int(
+                self.get("message.timestamp.type") == "LogAppendTime")
+        return bool(value)
 
     @property
     def compacted(self) -> bool:
