@@ -28,6 +28,7 @@ from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import READ_BUFFER_BYTES, KafkaConnection
 from nerve.server.listener import Listener, bind, connection_limit
 from nerve.server.memory import RequestMemoryPool
+from nerve.stats import BrokerStats
 from nerve.storage.handles import default_capacity, raise_open_file_limit, shared_cache
 from nerve.storage.lock import DataDirLock
 from nerve.storage.log_manager import LogManager
@@ -107,6 +108,7 @@ class BrokerCore:
         self.logs = LogManager(data_dir, config, lock=self.lock)
         self.producer_ids = ProducerIdManager(data_dir / "producer-id-block")
         self.waiters = PartitionWaiters()
+        self.stats = BrokerStats()  # read by nerve/metrics.py
         self.started_at_ms = time.time_ns() // 1_000_000
         self.groups: Any = None  # the GroupCoordinator, attached when groups are enabled
         self.extensions: dict[str, Any] = {}

@@ -71,6 +71,14 @@ def main() -> None:
               help="Do not start the web console.")
 @click.option("--console-read-only", is_flag=True, envvar="NERVE_CONSOLE_READ_ONLY",
               help="Console without actions (produce, reset offsets, delete).")
+# ---- Prometheus metrics (nerve/metrics.py), served on the broker's event loop
+@click.option("--metrics-port", envvar="NERVE_METRICS_PORT", default=None, type=int,
+              help="Prometheus /metrics port, on --metrics-host (default 9464; if that one "
+                   "is taken, a warning and no metrics; 0: any free port).")
+@click.option("--metrics-host", envvar="NERVE_METRICS_HOST", default="127.0.0.1",
+              show_default=True, help="Address the metrics endpoint listens on.")
+@click.option("--no-metrics", is_flag=True, envvar="NERVE_NO_METRICS",
+              help="Do not serve Prometheus metrics.")
 def serve(
     host: str,
     port: int,
@@ -87,8 +95,14 @@ def serve(
     console_allowed_hosts: str,
     no_console: bool,
     console_read_only: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    no_metrics: bool,
 ) -> None:
-    """Run the broker until SIGTERM or Ctrl-C."""
+    """Run the broker until SIGTERM or Ctrl-C.
+
+    Every broker and topic setting (--set, --config), with its type, default and meaning:
+    docs/configuration.md. Metrics: docs/operations.md "Monitoring"."""
     # kio registers hypothesis strategies for its types whenever hypothesis is importable
     # (test environments), which costs ~0.3 s of start-up the broker never uses.
     sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
@@ -111,7 +125,9 @@ def serve(
         console = {"host": console_host, "port": console_port, "read_only": console_read_only,
                    "password": console_password or None,
                    "allowed": tuple(console_allowed_hosts.split(","))}
-    main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console)
+    metrics = None if no_metrics else {"host": metrics_host, "port": metrics_port}
+    main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console,
+                       metrics)
     try:
         if event_loop == "uvloop":
             try:
@@ -141,6 +157,7 @@ async def _serve(
     node_id: int | None,
     config: BrokerConfig,
     console_opts: dict[str, Any] | None = None,
+    metrics_opts: dict[str, Any] | None = None,
 ) -> None:
     from nerve.broker import Broker
 
@@ -155,10 +172,13 @@ async def _serve(
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     console: Any = None
+    metrics = await _start_metrics(broker, metrics_opts) if metrics_opts is not None else None
 
     async def shutdown() -> None:
         if console is not None:
             await console.stop()  # first: its Kafka clients talk to this broker
+        if metrics is not None:
+            await metrics.stop()
         await broker.stop()
 
     def request_stop(signame: str) -> None:
@@ -199,6 +219,29 @@ async def _serve(
                 "recovers it", e, exc_info=None if isinstance(e, OSError) else e)
             raise SystemExit(1) from None
     logging.getLogger("nerve").info("stopped cleanly")
+
+
+async def _start_metrics(broker: Any, opts: dict[str, Any]) -> Any:
+    """The metrics endpoint, or None: the default port being taken is a warning (a second
+    broker on one machine still starts); a port asked for that cannot be had is ListenError."""
+    from nerve.metrics import DEFAULT_METRICS_PORT, MetricsServer
+
+    port = opts["port"]
+    server = MetricsServer(broker, opts["host"],
+                           DEFAULT_METRICS_PORT if port is None else port)
+    try:
+        await server.start()
+    except OSError as e:
+        if port is not None:
+            await broker.stop()
+            raise ListenError(f"cannot serve metrics on {opts['host']}:{port}: "
+                              f"{e.strerror or e}") from None
+        logging.getLogger("nerve.metrics").warning(
+            "metrics not served: %s:%d: %s (--metrics-port picks another)", opts["host"],
+            DEFAULT_METRICS_PORT, e.strerror or e)
+        return None
+    click.echo(f"nerve metrics on http://{opts['host']}:{server.port}/metrics")
+    return server
 
 
 # ---- `nerve topics|produce|consume|groups|console` (nerve/tools)

@@ -25,6 +25,7 @@ KAFKA_RUN = REPO_ROOT / "scripts" / "kafka-run"
 READY_RE = re.compile(r"serving Kafka protocol on ([\d.]+):(\d+)")
 # What `nerve serve` prints once its web console listens, or gave up on it.
 CONSOLE_RE = re.compile(r"nerve console on http|web console (?:not started|failed)")
+METRICS_RE = re.compile(r"nerve metrics on (http://\S+)")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -75,6 +76,7 @@ class NerveProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._signalled = False  # we stopped or killed it, so its exit is expected
+        self.metrics_url: str | None = None  # http://host:port/metrics once started
 
     # ------------------------------------------------------------------ info
     @property
@@ -103,11 +105,15 @@ class NerveProcess:
         # start side by side, and only one of them could hold the default console port.
         console = [] if any(a.startswith("--console") for a in self.extra_args) else [
             "--no-console"]
+        # Likewise the metrics endpoint: any free port (its URL: `metrics_url`).
+        metrics = [] if any(a.startswith(("--metrics", "--no-metrics"))
+                            for a in self.extra_args) else ["--metrics-port", "0"]
         return [
             sys.executable, "-m", "nerve", "serve",
             "--host", self.host, "--port", str(self.port),
             "--data-dir", str(self.data_dir),
             *console,
+            *metrics,
             *self.extra_args,
         ]
 
@@ -167,6 +173,8 @@ class NerveProcess:
             # too, so a test finds it up.
             if m and (not self.console_enabled() or CONSOLE_RE.search(out)):
                 self.port = int(m.group(2))
+                mm = METRICS_RE.search(out)
+                self.metrics_url = mm.group(1) if mm else None
                 return
             if self.proc.poll() is not None:
                 raise NerveStartError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from kio.serial.errors import SerialError
@@ -44,6 +45,7 @@ class Dispatcher:
     def __init__(self, broker: BrokerCore) -> None:
         self.broker = broker
         self.registry = load_handlers()
+        self.stats = broker.stats
 
     async def handle(
         self, frame: bytes | memoryview, client_host: str, client_port: int, connection_id: int
@@ -88,6 +90,7 @@ class Dispatcher:
         if trace.ENABLED:
             trace.name(spec.name)
             trace.mark("decoded")
+        started = time.perf_counter()
         try:
             response = await spec.handler(ctx, request)
             if trace.ENABLED:
@@ -97,18 +100,30 @@ class Dispatcher:
             flexible_header = flexible and api_key != API_VERSIONS_KEY
             if isinstance(response, DeferredResponse):
                 return asyncio.ensure_future(
-                    self._encode_later(response, correlation_id, flexible_header)
+                    self._encode_later(response, correlation_id, flexible_header, api_key,
+                                       api_version, started)
                 )
+            self._observe(api_key, api_version, started, response)
             return self._encode(response, correlation_id, flexible_header)
         except Exception as e:
+            self.stats.request(api_key, api_version, time.perf_counter() - started, True)
             # A nerve bug: its traceback (logged by the server) names the request.
             e.add_note(f"while handling {spec.name} v{api_version} from {client_host}")
             raise
 
+    def _observe(self, api_key: int, api_version: int, started: float, response: Any) -> None:
+        # An error is a top-level error code (per-partition codes are not walked: O(1)).
+        code = getattr(response, "error_code", None)
+        self.stats.request(api_key, api_version, time.perf_counter() - started,
+                           code is not None and int(code) != 0)
+
     async def _encode_later(
-        self, deferred: DeferredResponse, correlation_id: int, flexible_header: bool
+        self, deferred: DeferredResponse, correlation_id: int, flexible_header: bool,
+        api_key: int, api_version: int, started: float,
     ) -> Parts | None:
-        return self._encode(await deferred.ready, correlation_id, flexible_header)
+        response = await deferred.ready
+        self._observe(api_key, api_version, started, response)
+        return self._encode(response, correlation_id, flexible_header)
 
     @staticmethod
     def _encode(response: Any, correlation_id: int, flexible_header: bool) -> Parts | None:

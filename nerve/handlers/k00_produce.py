@@ -114,6 +114,7 @@ def _append(
         return ProducePartitionResult(index, ErrorCode.kafka_storage_error, error_message=str(e))
     touched.append((plog, info.last_offset + 1, plog.truncations, parts, len(parts)))
     ctx.broker.waiters.notify(topic, index)
+    ctx.broker.stats.produced(topic, len(buf), info.last_offset - info.base_offset + 1)
     return ProducePartitionResult(index, ErrorCode.none, info.base_offset, info.log_append_time,
                                   info.log_start_offset)
 

@@ -130,6 +130,8 @@ def _read_all(
                                             data.regions, data.size, aborted))
             total += data.size
             remaining -= data.size
+            if data.size:
+                ctx.broker.stats.fetched(plog.topic, data.size)
         out.append((topic_key, parts))
     return out, total, keys, errors
 

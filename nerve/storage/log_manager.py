@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from nerve import trace
 from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
+from nerve.stats import FlushStats
 from nerve.storage.cleaner import LogCleaner
 from nerve.storage.errors import (
     InvalidPartitionsError,
@@ -147,6 +148,7 @@ class LogManager:
         self._next_round: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.fsync_rounds = 0  # rounds that fsynced something (tests, metrics)
+        self.flush_stats = FlushStats()  # fsync round latency and logs per round (metrics)
         # The recovery-point checkpoint writer: one at a time, after fsync rounds.
         self._checkpoint_dirty = False
         self._checkpoint_task: asyncio.Task[None] | None = None
@@ -475,6 +477,9 @@ class LogManager:
                         self.fsync_rounds += 1
                         errors, fsync_start, fsync_end = await asyncio.to_thread(
                             _run_tokens, tokens)
+                        # time in the worker thread: the fsyncs themselves
+                        self.flush_stats.seconds.observe(fsync_end - fsync_start)
+                        self.flush_stats.logs.observe(len(tokens))
                         now = self._now_ms()
                         for t, error in zip(tokens, errors, strict=True):
                             if t.log.closed:
