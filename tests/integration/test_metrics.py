@@ -35,6 +35,9 @@ FAMILIES = {
     "process_open_fds": "gauge", "nerve_build_info": "gauge", "nerve_uptime_seconds": "gauge",
     "nerve_under_replicated_partitions": "gauge", "nerve_offline_partitions": "gauge",
     "nerve_partitions": "gauge", "nerve_topics": "gauge",
+    # LogCleaner.metrics() (issue 17)
+    "nerve_cleaner_passes": "counter", "nerve_cleaner_bytes_reclaimed": "counter",
+    "nerve_cleaner_records_read": "counter", "nerve_cleaner_seconds": "counter",
 }
 
 
