@@ -24,6 +24,7 @@ from nerve.config import BrokerConfig
 from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
+from nerve.security.acl import Authorizer
 from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import READ_BUFFER_BYTES, KafkaConnection
 from nerve.server.listener import Listener, bind, connection_limit
@@ -107,6 +108,8 @@ class BrokerCore:
         self.cluster_id = _load_meta(data_dir, self.node_id)
         self.logs = LogManager(data_dir, config, lock=self.lock)
         self.producer_ids = ProducerIdManager(data_dir / "producer-id-block")
+        # None unless authorizer.class.name is set: then every handler checks ACLs.
+        self.authorizer = Authorizer.from_config(data_dir, config)
         self.waiters = PartitionWaiters()
         self.stats = BrokerStats()  # read by nerve/metrics.py
         self.started_at_ms = time.time_ns() // 1_000_000

@@ -118,6 +118,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   "how often expired producer ids are removed"),
         ConfigDef("acks.all.fsync", "boolean", "true",
                   "nerve: answer acks=all only after fsync (group commit)"),
+        ConfigDef("authorizer.class.name", "class", "",
+                  "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns ACLs on"),
+        ConfigDef("super.users", "list", "", "principals allowed everything, ;-separated"),
+        ConfigDef("allow.everyone.if.no.acl.found", "boolean", "false",
+                  "allow an action on a resource that has no ACL at all"),
         ConfigDef("max.partitions", "int", "0",
                   "nerve (KIP-578's name): most partitions this broker holds; 0: 4 x the open "
                   "file limit"),
@@ -144,6 +149,12 @@ def _check_value(defn: ConfigDef, value: str) -> str:
             raise ValueError(value)
     except ValueError:
         raise ConfigError(f"invalid value {value!r} for {defn.name} ({defn.type})") from None
+    if defn.name == "authorizer.class.name" and value.strip() and value.strip() not in (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "kafka.security.authorizer.AclAuthorizer",
+    ):
+        raise ConfigError(f"authorizer.class.name {value!r} is not supported (use "
+                          "org.apache.kafka.metadata.authorizer.StandardAuthorizer)")
     if defn.name.endswith("timestamp.type") and value not in ("CreateTime", "LogAppendTime"):
         raise ConfigError(f"invalid value {value!r} for {defn.name}")
     return value.lower() if defn.type == "boolean" else value

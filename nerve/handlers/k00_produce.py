@@ -40,6 +40,7 @@ from nerve.handlers import DeferredResponse, RawResponse, RequestContext, api
 from nerve.protocol import records as rb
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import ProducePartitionResult, encode_produce_response
+from nerve.security.acl import TOPIC, TRANSACTIONAL_ID, AclOperation, authorize
 from nerve.storage.errors import (
     DuplicateSequenceError,
     InvalidProducerEpochError,
@@ -161,10 +162,18 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     touched: list[_Appended] = []
     responses: list[tuple[str, list[ProducePartitionResult]]] = []
     acct = ctx.broker.extensions.get("accounting")
+    # Kafka: WRITE on the transactional id, else the whole request fails; WRITE per topic.
+    tid = request.transactional_id
+    denied_all = tid is not None and not authorize(ctx, AclOperation.WRITE, TRANSACTIONAL_ID, tid)
     for topic_data in request.topic_data:
         name = topic_data.name
         parts: list[ProducePartitionResult] = []
-        if acks not in (0, 1, -1):
+        denied = (ErrorCode.transactional_id_authorization_failed if denied_all else
+                  None if authorize(ctx, AclOperation.WRITE, TOPIC, name) else
+                  ErrorCode.topic_authorization_failed)
+        if denied is not None:
+            parts = [ProducePartitionResult(p.index, denied) for p in topic_data.partition_data]
+        elif acks not in (0, 1, -1):
             parts = [ProducePartitionResult(p.index, ErrorCode.invalid_required_acks)
                      for p in topic_data.partition_data]
         else:

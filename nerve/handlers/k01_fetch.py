@@ -49,6 +49,7 @@ from nerve.handlers import RawResponse, RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import FetchPartitionData, encode_fetch_response
 from nerve.protocol.messages import ZERO_UUID, ms
+from nerve.security.acl import TOPIC, AclOperation, authorize
 from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError
 
 READ_COMMITTED = 1
@@ -96,6 +97,11 @@ def _read_all(
             name = topic_key  # type: ignore[assignment]
             missing = ErrorCode.unknown_topic_or_partition
         parts: list[FetchPartitionData] = []
+        if name is not None and not authorize(ctx, AclOperation.READ, TOPIC, name):
+            out.append((topic_key, [_empty(p.partition, ErrorCode.topic_authorization_failed)
+                                    for p in partitions]))
+            errors = True
+            continue
         for p in partitions:
             plog = logs.get_log(name, p.partition) if name is not None else None
             if plog is None:

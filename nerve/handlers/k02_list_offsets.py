@@ -19,6 +19,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, AclOperation, authorize
 
 LATEST = -1
 EARLIEST = -2
@@ -65,9 +66,13 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
     committed = getattr(request, "isolation_level", 0) == 1  # read_committed: up to the LSO
     for t in request.topics:
         parts = []
+        allowed = authorize(ctx, AclOperation.DESCRIBE, TOPIC, t.name)
         for p in t.partitions:
             plog = logs.get_log(t.name, p.partition_index)
-            if plog is None:
+            if not allowed:
+                entry = {"error_code": ErrorCode.topic_authorization_failed, "offset": -1,
+                         "timestamp": -1, "leader_epoch": NO_EPOCH}
+            elif plog is None:
                 entry = {"error_code": ErrorCode.unknown_topic_or_partition, "offset": -1,
                          "timestamp": -1, "leader_epoch": NO_EPOCH}
             else:

@@ -5,8 +5,11 @@ topic list (or an empty one at v0) means every topic. A requested topic that doe
 created when the request allows it (always below v4) and `auto.create.topics.enable` is true,
 with `num.partitions` partitions; otherwise UNKNOWN_TOPIC_OR_PARTITION. Topics can be named by
 id from v10; an unknown id gets UNKNOWN_TOPIC_ID. Invalid names get INVALID_TOPIC_EXCEPTION.
-Version notes: topic ids from v10; cluster authorized operations only up to v10 (we report
-none: -2147483648).
+Authorization (Kafka's): topics without DESCRIBE are left out of an all-topics answer and
+answered TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs CREATE on the cluster or
+the topic (else TOPIC_AUTHORIZATION_FAILED). Authorized operations are filled in when asked
+(every supported operation with no authorizer), else -2147483648.
+Version notes: topic ids from v10; cluster authorized operations only up to v10.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
+from nerve.security.acl import (
+    CLUSTER,
+    NO_OPERATIONS,
+    TOPIC,
+    AclOperation,
+    authorize,
+    authorized_operations,
+    cluster_authorized_operations,
+)
 from nerve.storage.errors import (
     InvalidTopicError,
     LogCreationError,
@@ -28,10 +40,9 @@ from nerve.storage.log_manager import TopicInfo
 
 log = logging.getLogger("nerve.metadata")
 
-NO_OPERATIONS = -2147483648
 
-
-def topic_entry(ctx: RequestContext, info: TopicInfo) -> dict[str, Any]:
+def topic_entry(ctx: RequestContext, info: TopicInfo, include_ops: bool = False
+                ) -> dict[str, Any]:
     node = ctx.broker.node_id
     return {
         "error_code": ErrorCode.none,
@@ -50,7 +61,7 @@ def topic_entry(ctx: RequestContext, info: TopicInfo) -> dict[str, Any]:
             }
             for p in range(info.num_partitions)
         ],
-        "topic_authorized_operations": NO_OPERATIONS,
+        "topic_authorized_operations": authorized_operations(ctx, TOPIC, info.name, include_ops),
     }
 
 
@@ -89,8 +100,11 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
     version = ctx.version
     requested = request.topics
     topics: list[dict[str, Any]] = []
+    ops = bool(getattr(request, "include_topic_authorized_operations", False))
+    describe = AclOperation.DESCRIBE
     if requested is None or (version == 0 and not requested):
-        topics = [topic_entry(ctx, info) for info in list(logs.topics.values())]
+        topics = [topic_entry(ctx, info, ops) for info in list(logs.topics.values())
+                  if authorize(ctx, describe, TOPIC, info.name)]
     else:
         allow = version < 4 or bool(getattr(request, "allow_auto_topic_creation", True))
         allow = allow and broker.auto_create_topics()
@@ -106,13 +120,24 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
                 info = logs.topic_by_id(topic_id)
                 if info is None:
                     topics.append(_error_entry(None, topic_id, ErrorCode.unknown_topic_id))
+                elif not authorize(ctx, describe, TOPIC, info.name):
+                    topics.append(_error_entry(None, topic_id,
+                                               ErrorCode.topic_authorization_failed))
                 else:
-                    topics.append(topic_entry(ctx, info))
+                    topics.append(topic_entry(ctx, info, ops))
                 continue
             if name is None:
                 topics.append(_error_entry(None, None, ErrorCode.invalid_request))
                 continue
+            if not authorize(ctx, describe, TOPIC, name):
+                topics.append(_error_entry(name, None, ErrorCode.topic_authorization_failed))
+                continue
             found = logs.topics.get(name)
+            if found is None and allow and not (
+                    authorize(ctx, AclOperation.CREATE, CLUSTER)
+                    or authorize(ctx, AclOperation.CREATE, TOPIC, name)):
+                topics.append(_error_entry(name, None, ErrorCode.topic_authorization_failed))
+                continue
             if found is None and allow:
                 created = auto_create(ctx, name)
                 if isinstance(created, ErrorCode):
@@ -124,7 +149,7 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
                     _error_entry(name, None, ErrorCode.unknown_topic_or_partition)
                 )
             else:
-                topics.append(topic_entry(ctx, found))
+                topics.append(topic_entry(ctx, found, ops))
     return build(
         response_class(3, version),
         throttle_time=0,
@@ -139,5 +164,6 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
-        cluster_authorized_operations=NO_OPERATIONS,
+        cluster_authorized_operations=cluster_authorized_operations(
+            ctx, bool(getattr(request, "include_cluster_authorized_operations", False))),
     )

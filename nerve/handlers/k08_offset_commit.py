@@ -24,6 +24,7 @@ from nerve.coordinator.offsets import OffsetAndMetadata
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, ms, response_class
+from nerve.security.acl import GROUP, TOPIC, AclOperation, authorize
 
 
 @api(8, "OffsetCommit", 2, 9)
@@ -39,7 +40,16 @@ async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
         for t in request.topics for p in t.partitions
     ]
     coordinator = coordinator_of(ctx.broker)
-    if coordinator is None:
+    # Kafka: READ on the group (else every partition fails), then READ on each topic.
+    denied: list[ErrorCode | None] = (
+        [ErrorCode.group_authorization_failed] * len(entries)
+        if not authorize(ctx, AclOperation.READ, GROUP, request.group_id) else
+        [None if authorize(ctx, AclOperation.READ, TOPIC, e[0]) else
+         ErrorCode.topic_authorization_failed for e in entries])
+    entries = [e for e, d in zip(entries, denied, strict=True) if d is None]
+    if not entries:
+        errors: list[ErrorCode] = []
+    elif coordinator is None:
         errors = [ErrorCode.coordinator_not_available] * len(entries)
     else:
         errors = await coordinator.commit_offsets(
@@ -51,9 +61,11 @@ async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
             api_version=ctx.version,
         )
     it = iter(errors)
+    codes = iter([d if d is not None else next(it) for d in denied])
     return build(response_class(8, ctx.version), throttle_time=0, topics=[
         {"name": t.name, "partitions": [
-            {"partition_index": p.partition_index, "error_code": next(it)} for p in t.partitions
+            {"partition_index": p.partition_index, "error_code": next(codes)}
+            for p in t.partitions
         ]}
         for t in request.topics
     ])

@@ -20,12 +20,17 @@ from nerve.coordinator.transactions import TransactionCoordinator, transactions_
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, TOPIC, AclOperation, authorize
 
 
 def _topics(
-    coordinator: GroupCoordinator | None, group_id: str, requested: Any,
+    ctx: RequestContext, coordinator: GroupCoordinator | None, group_id: str, requested: Any,
     txn: TransactionCoordinator | None = None,
 ) -> tuple[ErrorCode, list[dict[str, Any]]]:
+    # Kafka: DESCRIBE on the group; topics without DESCRIBE are TOPIC_AUTHORIZATION_FAILED
+    # when named and left out of an all-topics answer.
+    if not authorize(ctx, AclOperation.DESCRIBE, GROUP, group_id):
+        return ErrorCode.group_authorization_failed, []
     wanted = None if requested is None else [
         (t.name, list(t.partition_indexes)) for t in requested
     ]
@@ -40,6 +45,13 @@ def _topics(
     topics = []
     for name, parts in found:
         partitions = []
+        if not authorize(ctx, AclOperation.DESCRIBE, TOPIC, name):
+            if requested is not None:
+                topics.append({"name": name, "partitions": [
+                    {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1,
+                     "metadata": "", "error_code": ErrorCode.topic_authorization_failed}
+                    for p, _ in parts]})
+            continue
         for p, om in parts:
             if txn is not None and txn.has_pending_offsets(group_id, (name, p)):
                 partitions.append({"partition_index": p, "committed_offset": -1,
@@ -64,9 +76,9 @@ async def handle_offset_fetch(ctx: RequestContext, request: Any) -> Any:
     if ctx.version >= 8:
         groups = []
         for g in request.groups:
-            error, topics = _topics(coordinator, g.group_id, g.topics, txn)
+            error, topics = _topics(ctx, coordinator, g.group_id, g.topics, txn)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return build(response_class(9, ctx.version), throttle_time=0, groups=groups)
-    error, topics = _topics(coordinator, request.group_id, request.topics, txn)
+    error, topics = _topics(ctx, coordinator, request.group_id, request.topics, txn)
     return build(response_class(9, ctx.version), throttle_time=0, topics=topics,
                  error_code=error)

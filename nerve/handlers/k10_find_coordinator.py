@@ -18,17 +18,23 @@ from nerve.coordinator.transactions import transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP as GROUP_RESOURCE
+from nerve.security.acl import TRANSACTIONAL_ID, AclOperation, authorize
 
 GROUP = 0
 TRANSACTION = 1
 
 
-def _answer(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
+def _answer(ctx: RequestContext, key_type: int, key: str) -> tuple[ErrorCode, str | None]:
     if key_type == GROUP:
+        if not authorize(ctx, AclOperation.DESCRIBE, GROUP_RESOURCE, key):
+            return ErrorCode.group_authorization_failed, None
         if coordinator_of(ctx.broker) is None:
             return ErrorCode.coordinator_not_available, "the group coordinator is not running"
         return ErrorCode.none, None
     if key_type == TRANSACTION:
+        if not authorize(ctx, AclOperation.DESCRIBE, TRANSACTIONAL_ID, key):
+            return ErrorCode.transactional_id_authorization_failed, None
         if transactions_of(ctx.broker) is None:
             return (ErrorCode.coordinator_not_available,
                     "the transaction coordinator is not running")
@@ -40,17 +46,20 @@ def _answer(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
 async def handle_find_coordinator(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     key_type = int(getattr(request, "key_type", GROUP))
-    error, message = _answer(ctx, key_type)
-    ok = error is ErrorCode.none
-    node = {
-        "node_id": broker.node_id if ok else -1,
-        "host": broker.advertised_host if ok else "",
-        "port": broker.advertised_port if ok else -1,
-        "error_code": error,
-        "error_message": message,
-    }
+
+    def node(key: str) -> dict[str, Any]:
+        error, message = _answer(ctx, key_type, key)
+        ok = error is ErrorCode.none
+        return {
+            "node_id": broker.node_id if ok else -1,
+            "host": broker.advertised_host if ok else "",
+            "port": broker.advertised_port if ok else -1,
+            "error_code": error,
+            "error_message": message,
+        }
+
     if ctx.version >= 4:
         return build(response_class(10, ctx.version), throttle_time=0, coordinators=[
-            {**node, "key": key} for key in request.coordinator_keys
+            {**node(key), "key": key} for key in request.coordinator_keys
         ])
-    return build(response_class(10, ctx.version), {**node, "throttle_time": 0})
+    return build(response_class(10, ctx.version), {**node(request.key), "throttle_time": 0})

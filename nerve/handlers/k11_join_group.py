@@ -28,6 +28,7 @@ from nerve.coordinator.group import JoinRequest, JoinResult
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, ms, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize
 
 log = logging.getLogger("nerve.groups")
 
@@ -40,7 +41,9 @@ async def handle_join_group(ctx: RequestContext, request: Any) -> Any:
     rebalance_ms = session_ms if rebalance is None else ms(rebalance)
     instance_id = getattr(request, "group_instance_id", None)
     coordinator = coordinator_of(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        result = JoinResult(ErrorCode.group_authorization_failed, request.member_id)
+    elif coordinator is None:
         result = JoinResult(ErrorCode.coordinator_not_available, request.member_id)
     else:
         if getattr(request, "reason", None):

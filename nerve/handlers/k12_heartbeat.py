@@ -17,12 +17,15 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize
 
 
 @api(12, "Heartbeat", 0, 4)
 async def handle_heartbeat(ctx: RequestContext, request: Any) -> Any:
     coordinator = coordinator_of(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        error = ErrorCode.group_authorization_failed
+    elif coordinator is None:
         error = ErrorCode.coordinator_not_available
     else:
         error = coordinator.heartbeat(

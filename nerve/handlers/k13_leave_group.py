@@ -16,6 +16,7 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize
 
 
 @api(13, "LeaveGroup", 0, 5)
@@ -26,7 +27,9 @@ async def handle_leave_group(ctx: RequestContext, request: Any) -> Any:
     else:
         members = [(request.member_id, None)]
     coordinator = coordinator_of(ctx.broker)
-    if coordinator is None:
+    if not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        top, errors = ErrorCode.group_authorization_failed, []
+    elif coordinator is None:
         top, errors = ErrorCode.coordinator_not_available, []
     else:
         top, errors = coordinator.leave_group(request.group_id, members)

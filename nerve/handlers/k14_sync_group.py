@@ -18,6 +18,7 @@ from nerve.coordinator.group import SyncResult
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize
 
 
 @api(14, "SyncGroup", 0, 5)
@@ -28,6 +29,8 @@ async def handle_sync_group(ctx: RequestContext, request: Any) -> Any:
     if ctx.version >= 5 and (protocol_type is None or protocol_name is None):
         # From v5 both are mandatory; Kafka refuses before looking at the group.
         result = SyncResult(ErrorCode.inconsistent_group_protocol)
+    elif not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        result = SyncResult(ErrorCode.group_authorization_failed)
     elif coordinator is None:
         result = SyncResult(ErrorCode.coordinator_not_available)
     else:

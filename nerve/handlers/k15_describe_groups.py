@@ -17,17 +17,24 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize, authorized_operations
 
-NO_OPERATIONS = -2147483648
+NO_OPERATIONS = -2147483648  # Kafka's "not computed"
 
 
 @api(15, "DescribeGroups", 0, 5)
 async def handle_describe_groups(ctx: RequestContext, request: Any) -> Any:
     coordinator = coordinator_of(ctx.broker)
     groups = []
+    include_ops = bool(getattr(request, "include_authorized_operations", False))
     for gid in request.groups:
         entry: dict[str, Any] = {"group_id": gid, "authorized_operations": NO_OPERATIONS,
                                  "protocol_type": "", "protocol_data": "", "members": ()}
+        if not authorize(ctx, AclOperation.DESCRIBE, GROUP, gid):
+            groups.append({**entry, "error_code": ErrorCode.group_authorization_failed,
+                           "group_state": ""})
+            continue
+        entry["authorized_operations"] = authorized_operations(ctx, GROUP, gid, include_ops)
         if coordinator is None:
             groups.append({**entry, "error_code": ErrorCode.coordinator_not_available,
                            "group_state": ""})

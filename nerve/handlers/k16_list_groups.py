@@ -14,6 +14,7 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import CLUSTER, GROUP, AclOperation, authorize
 
 GROUP_TYPE = "classic"
 
@@ -27,9 +28,13 @@ async def handle_list_groups(ctx: RequestContext, request: Any) -> Any:
     states = {s.lower() for s in getattr(request, "states_filter", ()) or ()}
     types = {t.lower() for t in getattr(request, "types_filter", ()) or ()}
     groups = []
+    # Kafka: DESCRIBE on the cluster lists every group, else those the principal may DESCRIBE.
+    every = authorize(ctx, AclOperation.DESCRIBE, CLUSTER)
     if not types or GROUP_TYPE in types:
         for gid, protocol_type, state in coordinator.list_groups():
             if states and state.lower() not in states:
+                continue
+            if not every and not authorize(ctx, AclOperation.DESCRIBE, GROUP, gid):
                 continue
             groups.append({"group_id": gid, "protocol_type": protocol_type,
                            "group_state": state, "group_type": GROUP_TYPE})

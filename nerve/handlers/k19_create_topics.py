@@ -35,6 +35,7 @@ from nerve.handlers import RequestContext, api
 from nerve.handlers.k32_describe_configs import topic_config_entries
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
+from nerve.security.acl import CLUSTER, TOPIC, AclOperation, authorize
 from nerve.storage.errors import (
     InvalidPartitionsError,
     InvalidTopicError,
@@ -168,15 +169,22 @@ async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
         ctx, [t for t in request.topics if names[t.name] == 1]) > MAX_PARTITIONS_PER_REQUEST
     pending = [0]  # partitions a validate_only request has counted so far
     results = []
+    # Kafka: CREATE on the cluster or on the topic; configs are returned with DESCRIBE_CONFIGS.
+    cluster_create = authorize(ctx, AclOperation.CREATE, CLUSTER)
     for t in request.topics:
         try:
             if names[t.name] > 1:
                 raise AdminError(ErrorCode.invalid_request,
                                  f"topic '{t.name}' appears more than once in the request")
+            if not cluster_create and not authorize(ctx, AclOperation.CREATE, TOPIC, t.name):
+                raise AdminError(ErrorCode.topic_authorization_failed, "Authorization failed.")
             if too_many:
                 raise AdminError(ErrorCode.policy_violation,
                                  "Excessively large number of partitions per request.")
             results.append(_create(ctx, t, request.validate_only, pending))
+            if not authorize(ctx, AclOperation.DESCRIBE_CONFIGS, TOPIC, t.name):
+                results[-1].update(configs=(), topic_config_error_code=(
+                    ErrorCode.topic_authorization_failed))
         except AdminError as r:
             results.append({"name": t.name, "topic_id": ZERO_UUID, "error_code": r.code,
                             "error_message": r.message, "num_partitions": -1,

@@ -18,6 +18,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import ZERO_UUID, build, response_class
+from nerve.security.acl import TOPIC, AclOperation, authorize
 from nerve.storage.errors import UnknownTopicError
 
 log = logging.getLogger("nerve.admin")
@@ -52,7 +53,12 @@ def _delete(ctx: RequestContext, name: str | None, topic_id: Any, dupes: set[Any
         if info is None:
             return fail(ErrorCode.unknown_topic_id, f"no topic has id {topic_id}")
         out["name"] = name = info.name
-    else:
+        if not authorize(ctx, AclOperation.DESCRIBE, TOPIC, name):
+            out["name"] = None
+            return fail(ErrorCode.topic_authorization_failed, "Topic authorization failed.")
+    if not authorize(ctx, AclOperation.DELETE, TOPIC, name):
+        return fail(ErrorCode.topic_authorization_failed, "Topic authorization failed.")
+    if not has_id:
         info = logs.topics.get(name)
         if info is None:
             return fail(ErrorCode.unknown_topic_or_partition,

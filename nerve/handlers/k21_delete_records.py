@@ -17,6 +17,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, AclOperation, authorize
 from nerve.storage.errors import KafkaStorageError, OffsetOutOfRangeError
 
 log = logging.getLogger("nerve.admin")
@@ -28,6 +29,9 @@ def _delete(ctx: RequestContext, topic: str, partition: int, offset: int) -> dic
     out: dict[str, Any] = {"partition_index": partition, "low_watermark": -1,
                            "error_code": ErrorCode.none}
     plog = ctx.broker.logs.get_log(topic, partition)
+    if not authorize(ctx, AclOperation.DELETE, TOPIC, topic):
+        out["error_code"] = ErrorCode.topic_authorization_failed
+        return out
     if plog is None:
         out["error_code"] = ErrorCode.unknown_topic_or_partition
         return out

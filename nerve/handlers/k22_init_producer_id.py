@@ -28,6 +28,14 @@ from nerve.coordinator.transactions import TxnError, fenced_code, transactions_o
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, ms, response_class
+from nerve.security.acl import (
+    CLUSTER,
+    TOPIC,
+    TRANSACTIONAL_ID,
+    AclOperation,
+    authorize,
+    authorize_by_resource_type,
+)
 
 MAX_EPOCH = 32766  # Short.MAX_VALUE - 1: Kafka keeps 32767 unused so a bump never overflows
 
@@ -38,7 +46,15 @@ async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
+        if not authorize(ctx, AclOperation.WRITE, TRANSACTIONAL_ID, request.transactional_id):
+            return build(cls, throttle_time=0, producer_id=-1, producer_epoch=-1,
+                         error_code=ErrorCode.transactional_id_authorization_failed)
         return await _transactional(ctx, request, cls, pid, epoch)
+    # Kafka (KIP-679): IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+    if not (authorize(ctx, AclOperation.IDEMPOTENT_WRITE, CLUSTER)
+            or authorize_by_resource_type(ctx, AclOperation.WRITE, TOPIC)):
+        return build(cls, throttle_time=0, error_code=ErrorCode.cluster_authorization_failed,
+                     producer_id=-1, producer_epoch=-1)
     if (pid == -1) != (epoch == -1):
         return build(cls, throttle_time=0, error_code=ErrorCode.invalid_request,
                      producer_id=-1, producer_epoch=-1)

@@ -19,13 +19,21 @@ from nerve.coordinator.transactions import TxnError, fenced_code, transactions_o
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, TRANSACTIONAL_ID, AclOperation, authorize
 
 
 @api(24, "AddPartitionsToTxn", 0, 3)
 async def handle_add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
     wanted = [(t.name, int(p)) for t in request.v3_and_below_topics for p in t.partitions]
     txn = transactions_of(ctx.broker)
-    if txn is None:
+    unwritable = {t for t, _ in wanted if not authorize(ctx, AclOperation.WRITE, TOPIC, t)}
+    if not authorize(ctx, AclOperation.WRITE, TRANSACTIONAL_ID,
+                     request.v3_and_below_transactional_id):
+        results = dict.fromkeys(wanted, ErrorCode.transactional_id_authorization_failed)
+    elif unwritable:  # Kafka: the others are not attempted
+        results = {tp: ErrorCode.topic_authorization_failed if tp[0] in unwritable
+                   else ErrorCode.operation_not_attempted for tp in wanted}
+    elif txn is None:
         results = dict.fromkeys(wanted, ErrorCode.coordinator_not_available)
     else:
         try:

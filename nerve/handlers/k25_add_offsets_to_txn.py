@@ -15,13 +15,18 @@ from nerve.coordinator.transactions import TxnError, fenced_code, transactions_o
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, TRANSACTIONAL_ID, AclOperation, authorize
 
 
 @api(25, "AddOffsetsToTxn", 0, 3)
 async def handle_add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
     txn = transactions_of(ctx.broker)
     code = ErrorCode.none
-    if txn is None:
+    if not authorize(ctx, AclOperation.WRITE, TRANSACTIONAL_ID, request.transactional_id):
+        code = ErrorCode.transactional_id_authorization_failed
+    elif not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        code = ErrorCode.group_authorization_failed
+    elif txn is None:
         code = ErrorCode.coordinator_not_available
     else:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import CLUSTER, AclOperation, authorize
 from nerve.storage.log import PartitionLog
 
 
@@ -26,6 +27,7 @@ async def handle_write_txn_markers(ctx: RequestContext, request: Any) -> Any:
     now = ctx.now_ms()
     touched: list[PartitionLog] = []
     results = []
+    allowed = authorize(ctx, AclOperation.CLUSTER_ACTION, CLUSTER)
     for marker in request.markers:
         pid, epoch = int(marker.producer_id), int(marker.producer_epoch)
         topics = []
@@ -34,7 +36,9 @@ async def handle_write_txn_markers(ctx: RequestContext, request: Any) -> Any:
             for index in t.partition_indexes:
                 plog = logs.get_log(t.name, int(index))
                 code = ErrorCode.none
-                if plog is None:
+                if not allowed:
+                    code = ErrorCode.cluster_authorization_failed
+                elif plog is None:
                     code = ErrorCode.unknown_topic_or_partition
                 elif pid < 0 or epoch < 0:
                     code = ErrorCode.invalid_request

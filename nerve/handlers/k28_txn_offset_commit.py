@@ -20,6 +20,7 @@ from nerve.coordinator.transactions import fenced_code, transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, TOPIC, TRANSACTIONAL_ID, AclOperation, authorize
 
 
 @api(28, "TxnOffsetCommit", 0, 3)
@@ -33,7 +34,14 @@ async def handle_txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     ]
     txn = transactions_of(ctx.broker)
     groups = coordinator_of(ctx.broker)
-    if txn is None or groups is None:
+    # Kafka: WRITE on the transactional id, READ on the group, READ per topic.
+    unreadable = {e[0] for e in entries if not authorize(ctx, AclOperation.READ, TOPIC, e[0])}
+    entries_ok = [e for e in entries if e[0] not in unreadable]
+    if not authorize(ctx, AclOperation.WRITE, TRANSACTIONAL_ID, request.transactional_id):
+        code = ErrorCode.transactional_id_authorization_failed
+    elif not authorize(ctx, AclOperation.READ, GROUP, request.group_id):
+        code = ErrorCode.group_authorization_failed
+    elif txn is None or groups is None:
         code = ErrorCode.coordinator_not_available
     else:
         code = ErrorCode.none
@@ -47,13 +55,15 @@ async def handle_txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
         if code is ErrorCode.none:
             code = await txn.txn_offset_commit(request.transactional_id, request.producer_id,
                                                request.producer_epoch, request.group_id,
-                                               [e for e in entries
+                                               [e for e in entries_ok
                                                 if ctx.broker.logs.get_log(e[0], e[1])])
             code = fenced_code(code, ctx.version, 3)
     it = iter(entries)
 
     def partition_code() -> ErrorCode:
         topic, partition, _ = next(it)
+        if code is ErrorCode.none and topic in unreadable:
+            return ErrorCode.topic_authorization_failed
         if code is ErrorCode.none and ctx.broker.logs.get_log(topic, partition) is None:
             return ErrorCode.unknown_topic_or_partition
         return code

@@ -32,6 +32,7 @@ from nerve.config import BROKER_CONFIGS, TOPIC_CONFIGS, BrokerConfig, ConfigDef,
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import AclOperation, config_resource_denied
 from nerve.storage.errors import InvalidTopicError
 from nerve.storage.log_manager import validate_topic_name
 
@@ -130,7 +131,11 @@ def _describe(ctx: RequestContext, res: Any, synonyms: bool, docs: bool) -> dict
     out: dict[str, Any] = {"resource_type": res.resource_type, "resource_name": res.resource_name,
                            "error_code": ErrorCode.none, "error_message": None, "configs": ()}
     keys = res.configuration_keys
-    if res.resource_type == RESOURCE_TOPIC:
+    denied = config_resource_denied(ctx, res.resource_type, res.resource_name,
+                                    AclOperation.DESCRIBE_CONFIGS)
+    if denied is not None:
+        out["error_code"] = denied
+    elif res.resource_type == RESOURCE_TOPIC:
         info = ctx.broker.logs.topics.get(res.resource_name)
         if info is not None:
             out["configs"] = topic_config_entries(info.config, keys, synonyms=synonyms,

@@ -31,6 +31,7 @@ from nerve.handlers.k32_describe_configs import (
 )
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import AclOperation, config_resource_denied
 from nerve.storage.errors import UnknownTopicError
 
 log = logging.getLogger("nerve.admin")
@@ -49,6 +50,10 @@ def check_resource(ctx: RequestContext, res: Any) -> Outcome | None:
 
     Broker resources never reach the caller's topic logic: they get their final answer here.
     """
+    denied = config_resource_denied(ctx, res.resource_type, res.resource_name,
+                                    AclOperation.ALTER_CONFIGS)
+    if denied is not None:
+        return denied, None
     if res.resource_type == RESOURCE_TOPIC:
         if res.resource_name not in ctx.broker.logs.topics:
             return (ErrorCode.unknown_topic_or_partition,

@@ -16,6 +16,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import CLUSTER, AclOperation, authorize
 
 
 def _partitions(ctx: RequestContext, topic: str, wanted: Any) -> list[dict[str, Any]]:
@@ -42,6 +43,9 @@ def _disk_bytes(path: str) -> tuple[int, int]:
 
 @api(35, "DescribeLogDirs", 1, 4)
 async def handle_describe_log_dirs(ctx: RequestContext, request: Any) -> Any:
+    if not authorize(ctx, AclOperation.DESCRIBE, CLUSTER):  # Kafka: no results, and from v3
+        return build(response_class(35, ctx.version), throttle_time=0, results=(),
+                     error_code=ErrorCode.cluster_authorization_failed)
     if request.topics is None:
         wanted = [(name, None) for name in list(ctx.broker.logs.topics)]
     else:

@@ -23,6 +23,7 @@ from nerve.handlers import RequestContext, api
 from nerve.handlers.k19_create_topics import AdminError, check_assignments
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, AclOperation, authorize
 from nerve.storage.errors import (
     InvalidPartitionsError,
     LogCreationError,
@@ -37,6 +38,8 @@ MAX_NEW_PARTITIONS = 10_000
 
 
 def _grow(ctx: RequestContext, t: Any, validate_only: bool) -> None:
+    if not authorize(ctx, AclOperation.ALTER, TOPIC, t.name):
+        raise AdminError(ErrorCode.topic_authorization_failed, "Topic authorization failed.")
     info = ctx.broker.logs.topics.get(t.name)
     if info is None:
         raise AdminError(ErrorCode.unknown_topic_or_partition,

@@ -13,16 +13,19 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, AclOperation, authorize
 
 
 @api(42, "DeleteGroups", 0, 2)
 async def handle_delete_groups(ctx: RequestContext, request: Any) -> Any:
     coordinator = coordinator_of(ctx.broker)
     names = list(request.groups_names)
+    allowed = [g for g in names if authorize(ctx, AclOperation.DELETE, GROUP, g)]
+    results = dict.fromkeys(names, ErrorCode.group_authorization_failed)
     if coordinator is None:
-        results = dict.fromkeys(names, ErrorCode.coordinator_not_available)
-    else:
-        results = await coordinator.delete_groups(names)
+        results.update(dict.fromkeys(allowed, ErrorCode.coordinator_not_available))
+    elif allowed:
+        results.update(await coordinator.delete_groups(allowed))
     return build(response_class(42, ctx.version), throttle_time=0, results=[
         {"group_id": gid, "error_code": results[gid]} for gid in names
     ])

@@ -15,16 +15,24 @@ from nerve.coordinator.coordinator import coordinator_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import GROUP, TOPIC, AclOperation, authorize
 
 
 @api(47, "OffsetDelete", 0, 0)
 async def handle_offset_delete(ctx: RequestContext, request: Any) -> Any:
     coordinator = coordinator_of(ctx.broker)
-    wanted = [(t.name, p.partition_index) for t in request.topics for p in t.partitions]
-    if coordinator is None:
+    readable = {t.name for t in request.topics if authorize(ctx, AclOperation.READ, TOPIC, t.name)}
+    wanted = [(t.name, p.partition_index) for t in request.topics for p in t.partitions
+              if t.name in readable]
+    if not authorize(ctx, AclOperation.DELETE, GROUP, request.group_id):
+        top, per = ErrorCode.group_authorization_failed, {}
+    elif coordinator is None:
         top, per = ErrorCode.coordinator_not_available, {}
     else:
         top, per = await coordinator.delete_offsets(request.group_id, wanted)
+        per = {**dict.fromkeys(
+            ((t.name, p.partition_index) for t in request.topics for p in t.partitions),
+            ErrorCode.topic_authorization_failed), **per}
     topics = []
     if top is ErrorCode.none:
         topics = [

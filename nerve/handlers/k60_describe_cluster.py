@@ -4,7 +4,8 @@ Behaviour: the cluster is this node: brokers = [this node with its advertised ho
 controller_id = this node (as Metadata reports), cluster_id from meta.properties. v1's
 endpoint_type 1 (brokers) is answered; 2 (controllers) is UNSUPPORTED_ENDPOINT_TYPE, as a Kafka
 broker answers it (clients ask controllers directly for that). Cluster authorized operations are
-never computed: -2147483648, as Kafka without an authorizer.
+filled in when asked (include_cluster_authorized_operations): 0 without DESCRIBE on the
+cluster, as Kafka answers.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from nerve.handlers import RequestContext, api
-from nerve.handlers.k03_metadata import NO_OPERATIONS
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import NO_OPERATIONS, cluster_authorized_operations
 
 ENDPOINT_BROKERS = 1
 
@@ -39,5 +40,6 @@ async def handle_describe_cluster(ctx: RequestContext, request: Any) -> Any:
         controller_id=broker.node_id,
         brokers=[{"broker_id": broker.node_id, "host": broker.advertised_host,
                   "port": broker.advertised_port, "rack": None}],
-        cluster_authorized_operations=NO_OPERATIONS,
+        cluster_authorized_operations=cluster_authorized_operations(
+            ctx, bool(getattr(request, "include_cluster_authorized_operations", False))),
     )

@@ -16,10 +16,14 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, AclOperation, authorize
 
 
 def _partition(ctx: RequestContext, topic: str, index: int) -> dict[str, Any]:
     plog = ctx.broker.logs.get_log(topic, index)
+    if not authorize(ctx, AclOperation.READ, TOPIC, topic):
+        return {"partition_index": index, "error_code": ErrorCode.topic_authorization_failed,
+                "error_message": None, "active_producers": []}
     if plog is None:
         return {"partition_index": index, "error_code": ErrorCode.unknown_topic_or_partition,
                 "error_message": None, "active_producers": []}

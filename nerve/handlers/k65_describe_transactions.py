@@ -16,6 +16,7 @@ from nerve.coordinator.transactions import transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TOPIC, TRANSACTIONAL_ID, AclOperation, authorize
 
 
 def _time(ms: int) -> datetime.datetime:
@@ -36,6 +37,9 @@ async def handle_describe_transactions(ctx: RequestContext, request: Any) -> Any
     states = []
     for tid in request.transactional_ids:
         meta = txn.txns.get(tid) if txn is not None else None
+        if not authorize(ctx, AclOperation.DESCRIBE, TRANSACTIONAL_ID, tid):
+            states.append(_missing(tid, ErrorCode.transactional_id_authorization_failed))
+            continue
         if txn is None:
             states.append(_missing(tid, ErrorCode.coordinator_not_available))
             continue
@@ -44,6 +48,8 @@ async def handle_describe_transactions(ctx: RequestContext, request: Any) -> Any
             continue
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(meta.partitions):
+            if not authorize(ctx, AclOperation.DESCRIBE, TOPIC, topic):
+                continue  # Kafka leaves out the topics the principal may not describe
             by_topic.setdefault(topic, []).append(partition)
         states.append({
             "error_code": ErrorCode.none, "transactional_id": tid,

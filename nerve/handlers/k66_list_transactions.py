@@ -17,6 +17,7 @@ from nerve.coordinator.transactions import TxnState, transactions_of
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import TRANSACTIONAL_ID, AclOperation, authorize
 
 _STATES = {s.value for s in TxnState}
 
@@ -50,6 +51,8 @@ async def handle_list_transactions(ctx: RequestContext, request: Any) -> Any:
         if duration >= 0 and (meta.start_ms < 0 or now - meta.start_ms < duration):
             continue
         if matcher is not None and not matcher.fullmatch(tid):
+            continue
+        if not authorize(ctx, AclOperation.DESCRIBE, TRANSACTIONAL_ID, tid):
             continue
         states.append({"transactional_id": tid, "producer_id": meta.producer_id,
                        "transaction_state": meta.state.value})

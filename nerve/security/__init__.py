@@ -1,0 +1,1 @@
+"""Authorization (ACLs) and client quotas, with Kafka's names and semantics."""
