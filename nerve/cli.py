@@ -14,6 +14,7 @@ import click
 
 from nerve import __version__
 from nerve.config import BrokerConfig, ConfigError
+from nerve.security.acl_store import AclStoreError
 from nerve.server.listener import ListenError
 from nerve.storage.errors import DataDirLockedError
 
@@ -138,7 +139,7 @@ def serve(
             uvloop.run(main_coro)
         else:
             asyncio.run(main_coro)
-    except (DataDirLockedError, ListenError) as e:
+    except (DataDirLockedError, ListenError, AclStoreError) as e:
         # A second broker on a live data dir, or a port that cannot be had: one line, exit 2.
         click.echo(f"nerve: {e}", err=True)
         sys.exit(2)

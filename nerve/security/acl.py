@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nerve.security.acl_store import AclStore
+from nerve.security.acl_store import AclStore, AclStoreError
 
 if TYPE_CHECKING:
     from nerve.config import BrokerConfig
@@ -243,7 +243,10 @@ class Authorizer:
         self.store = AclStore(data_dir)
         self.super_users = frozenset(s.strip() for s in super_users if s.strip())
         self.allow_everyone = allow_everyone_if_no_acl_found
-        self.acls: list[AclBinding] = [AclBinding.from_json(d) for d in self.store.load()]
+        try:
+            self.acls: list[AclBinding] = [AclBinding.from_json(d) for d in self.store.load()]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise AclStoreError(f"cannot read {self.store.path}: bad entry ({e})") from None
         self._reindex()
 
     @classmethod

@@ -17,6 +17,10 @@ log = logging.getLogger("nerve.acl")
 FILE_NAME = "acls.json"
 
 
+class AclStoreError(Exception):
+    """acls.json cannot be read: `nerve serve` exits with this one line."""
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -44,7 +48,9 @@ class AclStore:
             return []
         except (OSError, ValueError) as e:
             # Starting with no ACLs would open everything up: refuse to start instead.
-            raise RuntimeError(f"cannot read {self.path}: {e}") from None
+            raise AclStoreError(f"cannot read {self.path}: {e}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("acls", []), list):
+            raise AclStoreError(f"cannot read {self.path}: not an ACL file")
         return list(raw.get("acls", []))
 
     def save(self, acls: list[dict[str, Any]]) -> None:

@@ -250,3 +250,18 @@ def test_no_acl_and_no_fallback_denies_everything_but_super_users(tmp_path: Path
         assert produce_error(proc.bootstrap, "yes") is None
     finally:
         proc.stop()
+
+
+def test_damaged_acl_file_stops_the_broker_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "acls.json").write_text('{"version": 1, "acls": [{"resource_type": "TOP')
+    r = subprocess.run([sys.executable, "-m", "nerve", "serve", "--data-dir", str(data),
+                        "--port", "0", "--no-console", "--set",
+                        f"authorizer.class.name={AUTHORIZER}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "acls.json" in r.stderr and "Traceback" not in r.stderr
