@@ -65,6 +65,10 @@ KAFKA_MEANING: dict[str, str] = {
     "transaction.remove.expired.transaction.cleanup.interval.ms":
         "how often expired transactional ids are removed",
     "producer.id.expiration.ms": "an idle producer id's state is dropped after this long",
+    "producer.id.expiration.check.interval.ms": "how often expired producer ids are removed",
+    "allow.everyone.if.no.acl.found": "allow a request on a resource no ACL names",
+    "authorizer.class.name": "the authorizer that checks ACLs (empty: none)",
+    "super.users": "principals every operation is allowed to",
     "log.cleanup.policy": "default cleanup.policy",
     "log.cleaner.delete.retention.ms": "default delete.retention.ms",
     "log.segment.delete.delay.ms": "default file.delete.delay.ms",
