@@ -421,8 +421,12 @@ class SqliteService:
             producer.produce(topic, key=key, value=value, on_delivery=delivered(seq))
         producer.flush(10)
         if acked:
+            # One transaction: each autocommitted UPDATE would be an fsync of its own
+            # (synchronous=FULL), which was most of marketing's time at 1,000 events/s.
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("UPDATE outbox SET sent = 1 WHERE seq = ?",
                                 [(s,) for s in acked])
+            self.db.execute("COMMIT")
 
     def _write_stats(self) -> None:
         data = {"service": self.name, "instance": self.instance, "pid": os.getpid(),
