@@ -23,6 +23,7 @@ from nerve.apps.rides.story import story as rides_story
 from nerve.apps.runner import StoryRun
 from nerve.apps.shop.story import ACTIONS as SHOP_ACTIONS
 from nerve.apps.shop.story import story as shop_story
+from tests.apps.conftest import GROUP_ARGS
 from tests.helpers import REPO_ROOT, NerveProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -218,6 +219,77 @@ def test_rides_stalled_matching_instance_is_fenced(
     report = finish(run, sim_timeout=200)
     assert_rides_nontrivial(report)
     assert report.figures["matching transactions aborted (fenced or failed)"] >= 1
+
+
+# ----------------------------------------------------------------------------- at volume
+
+
+def fresh_broker(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> NerveProcess:
+    """A broker of its own per run: the invariants are checked over every event in the topics."""
+    proc = NerveProcess(tmp_path / name, extra_args=GROUP_ARGS)
+    request.node._nerve_procs = [*getattr(request.node, "_nerve_procs", []), proc]
+    proc.start()
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("name", "rates"), [("rides", (50, 150)), ("shop", (500, 1500))])
+def test_story_at_rising_rates(request: pytest.FixtureRequest, tmp_path: Path,
+                               story_run: Callable[..., StoryRun], name: str,
+                               rates: tuple[int, ...]) -> None:
+    """Each rate on a fresh broker for 10 s: the city (or the catalogue) is sized to the rate,
+    every invariant holds, every action's latency is reported, the services kept up."""
+    for rate in rates:
+        broker = fresh_broker(request, tmp_path, f"nerve-{rate}")
+        try:
+            story = rides_story() if name == "rides" else shop_story()
+            run = story_run(story, broker.bootstrap)
+            run.start(("--duration", "10", "--rate", str(rate), "--seed", "7"))
+            report = finish(run, sim_timeout=240)
+            run.stop()
+            f = report.figures
+            if name == "rides":
+                assert f["ride requests"] >= 10 * rate * 0.5, f
+                # Locations every 0.5 s per driver: the largest topic by far.
+                assert f["driver locations"] > 3 * f["ride requests"], f
+                assert_latency_reported(report, RIDES_ACTIONS, 5 * rate)
+            else:
+                assert f["views"] >= 10 * rate * 0.5, f
+                assert_latency_reported(report, SHOP_ACTIONS, 10)
+        finally:
+            broker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_services_killed_and_restarted_at_volume(
+    request: pytest.FixtureRequest, tmp_path: Path, story_run: Callable[..., StoryRun]
+) -> None:
+    """Two instances of every service; one instance of each SIGKILLed and restarted while
+    the rides story runs at 100 requests/s and the shop at 1,000 events/s."""
+    broker = fresh_broker(request, tmp_path, "nerve-rides")
+    run = story_run(rides_story(2, 2), broker.bootstrap)
+    run.start(("--duration", "20", "--rate", "100", "--seed", "7"))
+    for i, service in enumerate(("matching-0", "tracking-1", "payments", "matching-1")):
+        wait_until(lambda i=i: rides_progress(run) >= 300 * (i + 1), 120, "more rides", run)
+        run.kill(service)
+        run.restart(service)
+    assert_rides_nontrivial(finish(run, sim_timeout=300))
+    run.stop()
+    broker.stop()
+
+    broker = fresh_broker(request, tmp_path, "nerve-shop")
+    run = story_run(shop_story(2), broker.bootstrap)
+    run.start(("--duration", "20", "--rate", "1000", "--seed", "7"))
+    for i, service in enumerate(("inventory", "marketing-1", "support", "marketing")):
+        wait_until(lambda i=i: shop_progress(run) >= 800 * (i + 1), 120, "more orders", run)
+        run.kill(service)
+        run.restart(service)
+    report = finish(run, sim_timeout=300)
+    assert_shop_nontrivial(report)
+    assert report.figures["orders"] > 3000, report.figures
+    broker.stop()
 
 
 # ----------------------------------------------------------------------------- Apache Kafka
