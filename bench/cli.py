@@ -1,5 +1,9 @@
 """`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR] [--restart]`
 
+--stories runs only the two reference systems at rising rates (bench/stories.py: every action's
+p50/p99 and the invariants per rate, on nerve-fsync and Kafka by default; --quick: fewer, shorter
+runs).
+
 --restart runs only the restart-at-scale step (bench/restart.py: clean and unclean restart of
 10,000 partitions holding ~3 GiB; --quick: 2,000 partitions, 0.5 GiB) for nerve and Kafka.
 
@@ -278,13 +282,33 @@ def main(argv: list[str] | None = None) -> int:
                          "or of the first broker's when Kafka does not run)")
     ap.add_argument("--restart", action="store_true",
                     help="only the restart-at-scale step (nerve's default setup and Kafka)")
+    ap.add_argument("--stories", action="store_true",
+                    help="only the stories at rising rates (default brokers: nerve-fsync,kafka)")
+    ap.add_argument("--story-seconds", type=float, default=None,
+                    help="--stories: seconds of simulation per rate (default 30, quick 10)")
+    ap.add_argument("--rides-rates", default=None, help="--stories: e.g. 10,50,100,200,400")
+    ap.add_argument("--shop-rates", default=None, help="--stories: e.g. 250,500,1000,2000")
+    ap.add_argument("--story-only", default="rides,shop", help="--stories: rides,shop")
+    ap.add_argument("--instances", type=int, default=None,
+                    help="--stories: processes per service (matching: at least 2)")
     a = ap.parse_args(argv)
+    if a.stories and a.only == ",".join(DEFAULT):
+        a.only = f"nerve-fsync,{KAFKA}"
     labels = [x.strip() for x in a.only.split(",") if x.strip()]
     unknown = set(labels) - set(ALL)
     if unknown:
         ap.error(f"unknown broker setup(s): {sorted(unknown)}")
     if a.restart:
         return restart_main(a, labels)
+    if a.stories:
+        from bench import stories  # imports this module: not at the top
+
+        def rates(arg: str | None) -> list[float] | None:
+            return [float(x) for x in arg.split(",")] if arg else None
+
+        return stories.main(labels, a.quick, a.out, a.story_seconds, rates(a.rides_rates),
+                            rates(a.shop_rates), a.instances,
+                            [s.strip() for s in a.story_only.split(",") if s.strip()])
     sizes = w.Sizes.quick() if a.quick else w.Sizes.full()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     progress(f"bench {'quick' if a.quick else 'full'}: {', '.join(labels)}; sizes {sizes}")
