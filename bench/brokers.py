@@ -144,8 +144,9 @@ class NerveBroker:
 
 
 class KafkaBroker:
-    def __init__(self, label: str = "kafka") -> None:
+    def __init__(self, label: str = "kafka", sets: dict[str, str] | None = None) -> None:
         self.label = label
+        self.sets = dict(sets or {})  # broker configs for scripts/kafka-broker --set
         self.tmp = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
         self.bootstrap = ""
         self.startup_s = 0.0
@@ -163,7 +164,8 @@ class KafkaBroker:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        r = subprocess.run([str(KAFKA_BROKER), "start", "--dir", str(self.tmp)],
+        sets = [a for k, v in self.sets.items() for a in ("--set", f"{k}={v}")]
+        r = subprocess.run([str(KAFKA_BROKER), "start", "--dir", str(self.tmp), *sets],
                            capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             raise RuntimeError(f"scripts/kafka-broker start failed:\n{r.stdout}{r.stderr}")

@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR] [--restart]`
+"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR] [--restart]
+[--cleaner]`
 
 --stories runs only the two reference systems at rising rates (bench/stories.py: every action's
 p50/p99 and the invariants per rate, on nerve-fsync and Kafka by default; --quick: fewer, shorter
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--story-only", default="rides,shop", help="--stories: rides,shop")
     ap.add_argument("--instances", type=int, default=None,
                     help="--stories: processes per service (matching: at least 2)")
+    ap.add_argument("--cleaner", action="store_true",
+                    help="only the log cleaner step (bench/cleaner.py: nerve and Kafka)")
     a = ap.parse_args(argv)
     if a.stories and a.only == ",".join(DEFAULT):
         a.only = f"nerve-fsync,{KAFKA}"
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return stories.main(labels, a.quick, a.out, a.story_seconds, rates(a.rides_rates),
                             rates(a.shop_rates), a.instances,
                             [s.strip() for s in a.story_only.split(",") if s.strip()])
+    if a.cleaner:
+        return cleaner_main(a, labels)
     sizes = w.Sizes.quick() if a.quick else w.Sizes.full()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     progress(f"bench {'quick' if a.quick else 'full'}: {', '.join(labels)}; sizes {sizes}")
@@ -369,6 +374,23 @@ def main(argv: list[str] | None = None) -> int:
         chart(rows, labels, png, f"nerve vs Apache Kafka {info['kafka']} ({doc['mode']}, "
               f"{stamp}, {info['cores']} cores)")
         print(f"wrote {png}")
+    return 0
+
+
+def cleaner_main(a: argparse.Namespace, labels: list[str]) -> int:
+    from bench import cleaner
+
+    runs = (["nerve"] if set(labels) - {KAFKA} else []) + ([KAFKA] if KAFKA in labels else [])
+    progress(f"log cleaner: {', '.join(runs)}")
+    results = cleaner.run_all(runs, a.quick, ROOT)
+    for label, m in results.items():
+        progress(f"{label}: {fmt(m)}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = a.out / f"{stamp}-cleaner.json"
+    path.write_text(json.dumps({"date": stamp, "mode": "quick" if a.quick else "full",
+                                "machine": machine(), "results": results}, indent=1) + "\n")
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -217,27 +217,61 @@ def iter_file_batches(path: str, size: int, throttle: Throttler | None = None):
         os.close(fd)
 
 
-def _records_bytes(h: BatchHeader, batch: memoryview) -> bytes | memoryview:
+def _records_bytes(h: BatchHeader, batch: memoryview) -> bytes:
     body = batch[BATCH_HEADER_SIZE:]
-    return decompress(h.compression, body) if h.compression else body
+    return decompress(h.compression, body) if h.compression else bytes(body)
 
 
-def iter_raw_records(h: BatchHeader, body: bytes | memoryview):
-    """(offset, timestamp, key, has value, the record's bytes after its timestamp delta)."""
+def _varint(body: bytes, p: int) -> tuple[int, int]:
+    b = body[p]
+    if b < 0x80:  # one byte: most lengths and deltas (inlined below where it counts)
+        return (b >> 1) ^ -(b & 1), p + 1
+    return _read_varint(body, p)
+
+
+def iter_raw_records(h: BatchHeader, body: bytes):
+    """(offset, timestamp, key, has value, attributes byte, the record's bytes after its
+    timestamp delta) of each record."""
     pos = 0
     base_offset, base_ts = h.base_offset, h.base_timestamp
     for _ in range(h.records_count):
-        length, pos = _read_varint(body, pos)
+        length, pos = _varint(body, pos)
         end = pos + length
-        ts_delta, p = _read_varint(body, pos + 1)
+        ts_delta, p = _varint(body, pos + 1)
         rest = p
-        off_delta, p = _read_varint(body, p)
-        klen, p = _read_varint(body, p)
-        key = None if klen < 0 else bytes(body[p:p + klen])
+        b = body[p]
+        if b < 0x80:
+            off_delta, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            off_delta, p = _read_varint(body, p)
+        b = body[p]
+        if b < 0x80:
+            klen, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            klen, p = _read_varint(body, p)
+        key = None if klen < 0 else body[p:p + klen]
         p += max(klen, 0)
-        vlen, p = _read_varint(body, p)
-        yield base_offset + off_delta, base_ts + ts_delta, key, vlen >= 0, \
+        yield base_offset + off_delta, base_ts + ts_delta, key, body[p] != 1, \
             body[pos:pos + 1], body[rest:end]
+        pos = end
+
+
+def iter_keys(h: BatchHeader, body: bytes):
+    """(offset, key) of each record: the offset map's lean walk."""
+    pos = 0
+    base_offset = h.base_offset
+    for _ in range(h.records_count):
+        b = body[pos]
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        else:
+            length, pos = _read_varint(body, pos)
+        end = pos + length
+        _, p = _varint(body, pos + 1)
+        off_delta, p = _varint(body, p)
+        klen, p = _varint(body, p)
+        if klen >= 0:
+            yield base_offset + off_delta, body[p:p + klen]
         pos = end
 
 
@@ -319,9 +353,8 @@ def build_offset_map(task: CleanTask, result: CleanResult, throttle: Throttler) 
                 result.map_end = mapped_to
                 return omap
             try:
-                body = _records_bytes(h, batch)
-                for offset, _, key, _, _, _ in iter_raw_records(h, body):
-                    if key is not None and offset >= start:
+                for offset, key in iter_keys(h, _records_bytes(h, batch)):
+                    if offset >= start:
                         omap[key] = offset
             except Exception:  # an unreadable batch maps nothing; the rewrite copies it
                 pass
