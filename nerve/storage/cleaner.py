@@ -355,7 +355,10 @@ class LogCleaner:
             return False
         self.checkpoints[(plog.topic, plog.partition)] = result.map_end
         data = self._checkpoint_bytes()
-        await asyncio.to_thread(self._after_swap, plog.directory, data)
+        try:
+            await asyncio.to_thread(self._after_swap, plog.directory, data)
+        except OSError as e:  # the swap stands; a lost checkpoint only means re-cleaning
+            log.warning("writing %s failed: %s", CHECKPOINT_FILE, e)
         self._record(plog, result, now_ms)
         return True
 

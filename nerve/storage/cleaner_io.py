@@ -586,9 +586,11 @@ def clean(task: CleanTask) -> CleanResult:
 # ---- files left by a crash (Kafka's LogLoader: .cleaned deleted, .swap completed) ----
 
 def remove_cleaned(directory: Path) -> None:
-    for entry in os.scandir(directory):
-        if entry.name.endswith(CLEANED_SUFFIX):
-            unlink_quietly(Path(entry.path))
+    """Delete a pass's `.cleaned` files (a directory gone with its topic has none left)."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith(CLEANED_SUFFIX):
+                unlink_quietly(Path(entry.path))
 
 
 def _next_offset_of(path: Path) -> int | None:

@@ -256,3 +256,17 @@ def test_every_crash_state_of_a_swap_reopens_whole(tmp_path: Path, state: str) -
     bases = [s.base_offset for s in reopened.segments]
     assert bases == sorted(set(bases))  # no duplicate segment
     reopened.close()
+
+
+async def test_a_topic_deleted_during_a_pass_is_left_alone(manager: LogManager,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    manager.create_topic("t", 1, COMPACT)
+    plog = manager.get_log("t", 0)
+    _workload(plog, int(time.time() * 1000))
+    ltc = manager.cleaner.log_to_clean(plog, int(time.time() * 1000))
+    assert ltc is not None and ltc.segments
+    manager.delete_topic("t")  # before the worker starts writing: its files have nowhere to go
+    assert await manager.cleaner._clean(ltc, int(time.time() * 1000)) is False
+    assert manager.cleaner.stats.passes == 0
+    assert "Traceback" not in caplog.text
