@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.compaction import (
     wait_compacted,
 )
 from tests.helpers import NerveProcess, free_port
+from tests.integration.test_streams_eos import wordcount_cp  # noqa: F401 (fixture)
 
 FAST_CLEANER = ["--set", "log.cleaner.backoff.ms=200"]
 
@@ -144,3 +146,64 @@ def test_timed_kills_during_cleaning(tmp_path: Path) -> None:
         assert "Traceback" not in proc.log_text()
     finally:
         proc.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.java
+def test_streams_restores_its_store_from_a_cleaned_changelog(nerve_factory, unique_topic,
+                                                            wordcount_cp, tmp_path) -> None:  # noqa: F811
+    """Kafka Streams (exactly_once_v2 word count): its compacted changelog is cleaned while it
+    counts (transaction markers and all); with the state dir wiped, the store restored from the
+    cleaned changelog gives exact counts."""
+    import shutil
+    from collections import Counter
+
+    from tests.integration.test_streams_eos import (
+        GROUP_ARGS,
+        Counts,
+        StreamsApp,
+        lines_for,
+        produce_lines,
+    )
+    from tests.integration.test_transactions import create_topic as create_plain
+
+    broker = nerve_factory(*GROUP_ARGS, *FAST_CLEANER, "--set", "log.roll.ms=300",
+                           "--set", "log.cleaner.min.cleanable.ratio=0.01")
+    src, dst = unique_topic("wc-in"), unique_topic("wc-out")
+    create_plain(broker.bootstrap, src, 3)
+    create_plain(broker.bootstrap, dst, 3)
+    state = tmp_path / "streams-state"
+    app = StreamsApp(wordcount_cp, broker.bootstrap, unique_topic("wc"), state,
+                     tmp_path / "wordcount.log", src, dst)
+    counts = Counts(broker.bootstrap, dst, 3)
+    want: Counter[str] = Counter()
+
+    def feed(seed: int, n: int) -> None:
+        lines = lines_for(seed, n)
+        produce_lines(broker.bootstrap, src, lines)
+        for line in lines:
+            want.update(line.split())
+
+    try:
+        feed(1, 2000)
+        app.start().wait_running()
+        counts.wait_for(want)
+        for seed in range(2, 6):  # several rounds: the changelog rolls and gets cleaned
+            feed(seed, 1000)
+            counts.wait_for(want)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while not re.search(r"changelog-\d+: cleaned", broker.log_text()):
+            assert time.monotonic() < deadline, "the changelog was never cleaned"
+            feed(99, 50)
+            time.sleep(1)
+        counts.wait_for(want)
+        app.stop()
+        shutil.rmtree(state)
+        feed(7, 1000)
+        app.start().wait_running()
+        counts.wait_for(want)
+    finally:
+        app.stop(signal.SIGKILL)
+        counts.close()
+    assert "Traceback" not in broker.log_text()
