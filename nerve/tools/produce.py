@@ -7,6 +7,7 @@ automatically (auto.create.topics.enable) creates it, as kcat and Kafka's consol
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +120,24 @@ def send(cluster: Any, topic: str, records: list[Message], partition: int | None
         "linger.ms": 5, "compression.type": compression, "acks": acks,
         "message.timeout.ms": int(cluster.timeout * 4000),
     }))
-    try:
-        md = p.list_topics(topic, timeout=cluster.timeout)
-    except KafkaException:
-        raise Unreachable(f"cannot reach broker at {cluster.bootstrap}") from None
-    t = md.topics.get(topic)
-    err = t.error if t is not None else None
-    if t is None or (err is not None and err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                                         KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                                                         KafkaError._UNKNOWN_TOPIC)):
-        raise ToolError(f"unknown topic '{topic}' (the cluster does not create topics on "
-                        f"produce: nerve topics create {topic})")
+    unknown = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+               KafkaError._UNKNOWN_TOPIC)
+    # Apache Kafka (KRaft) answers UNKNOWN_TOPIC_OR_PARTITION to the Metadata request that
+    # starts an auto-creation, and knows the topic a moment later: ask again for a while.
+    deadline = time.monotonic() + min(cluster.timeout, 3.0)
+    while True:
+        try:
+            md = p.list_topics(topic, timeout=cluster.timeout)
+        except KafkaException:
+            raise Unreachable(f"cannot reach broker at {cluster.bootstrap}") from None
+        t = md.topics.get(topic)
+        err = t.error if t is not None else None
+        if t is not None and (err is None or err.code() not in unknown):
+            break
+        if time.monotonic() > deadline:
+            raise ToolError(f"unknown topic '{topic}' (the cluster does not create topics on "
+                            f"produce: nerve topics create {topic})")
+        time.sleep(0.25)
     if partition is not None and t.partitions and partition not in t.partitions:
         raise ToolError(f"topic '{topic}' has no partition {partition}")
     done: list[tuple[int, int]] = []

@@ -171,19 +171,20 @@ def test_consume_says_once_when_the_broker_is_away_then_resumes(
     topic = name()
     ok(cli(broker.bootstrap, "topics", "create", topic))
     err = (tmp_path / "err.txt").open("w+")
+    ok(cli(broker.bootstrap, "produce", topic, input="before\n"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nerve", "consume", topic, "--bootstrap-server",
-         broker.bootstrap], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err,
-        stdin=subprocess.DEVNULL, text=True)
+        [sys.executable, "-m", "nerve", "consume", topic, "-o", "beginning",
+         "--bootstrap-server", broker.bootstrap], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=err, stdin=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(3)  # assigned, at the end
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "before"  # started and reading
         broker.stop()
         wait_for(lambda: "cannot reach" in (tmp_path / "err.txt").read_text(), timeout=30,
                  what="the warning")
         time.sleep(3)  # librdkafka retries meanwhile: still one line
         broker.start()
         ok(cli(broker.bootstrap, "produce", topic, input="after\n"))
-        assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "after"
         text = (tmp_path / "err.txt").read_text()
         assert text.count("cannot reach") == 1, text
