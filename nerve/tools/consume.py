@@ -263,11 +263,13 @@ def _records(cluster: Cluster, topics: list[str], span: Span, partition: int | N
     try:
         while True:
             for m in c.consume(500, 0.2):
-                if down[0]:
-                    down[0] = False
-                    click.echo(f"reconnected to {cluster.bootstrap}", err=True)
                 tp = (m.topic(), m.partition())
                 err = m.error()
+                if down[0] and err is None:
+                    # A record: the broker answers again. (Not an end-of-partition event:
+                    # one queued before the outage may be handed out after its warning.)
+                    down[0] = False
+                    click.echo(f"reconnected to {cluster.bootstrap}", err=True)
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.add(tp)
