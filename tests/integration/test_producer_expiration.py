@@ -60,3 +60,35 @@ def test_idle_producer_ids_expire_but_open_transactions_stay(nerve_factory, uniq
     got = consume_all(broker.bootstrap, topic, 1, "read_committed", expect=16)
     assert sorted(got) == sorted([f"idem-{i}".encode() for i in range(15)] + [b"open"])
     assert "Traceback" not in broker.log_text()
+
+
+def listed_transactional_ids(bootstrap: str) -> set[str]:
+    resp = call(bootstrap, 66, 0, state_filters=[], producer_id_filters=[])
+    assert resp.error_code == 0, resp
+    return {t.transactional_id for t in resp.transaction_states}
+
+
+def test_idle_transactional_ids_expire_and_stay_forgotten(nerve_factory, unique_topic):
+    every = "cleanup.interval.ms=300"
+    broker = nerve_factory("--set", "transactional.id.expiration.ms=1500",
+                           "--set", f"transaction.remove.expired.transaction.{every}",
+                           "--set", f"transaction.abort.timed.out.transaction.{every}")
+    topic = unique_topic()
+    create_topic(broker.bootstrap, topic)
+    done = txn_producer(broker.bootstrap, "expire-done")
+    done.begin_transaction()
+    done.produce(topic, value=b"v")
+    done.commit_transaction(30)
+    held = txn_producer(broker.bootstrap, "expire-open", **{"transaction.timeout.ms": 60000})
+    held.begin_transaction()
+    held.produce(topic, value=b"open")
+    assert held.flush(15) == 0
+    assert {"expire-done", "expire-open"} <= listed_transactional_ids(broker.bootstrap)
+    deadline = time.monotonic() + 20
+    while "expire-done" in (ids := listed_transactional_ids(broker.bootstrap)):
+        assert time.monotonic() < deadline, f"idle transactional id never expired: {ids}"
+        time.sleep(0.3)
+    assert "expire-open" in ids  # an open transaction is never expired
+    broker.kill()
+    broker.start()
+    assert "expire-done" not in listed_transactional_ids(broker.bootstrap)
