@@ -89,6 +89,9 @@ class RequestContext:
     principal: str = "User:ANONYMOUS"
     listener_name: str = "PLAINTEXT"
     security_protocol: str = "PLAINTEXT"
+    # Set by a handler whose client is over its quota: the answer says so (throttle_time_ms)
+    # and the connection reads nothing more for that long, as Kafka mutes the channel.
+    throttle_ms: int = 0
 
     @property
     def version(self) -> int:

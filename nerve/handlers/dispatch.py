@@ -46,6 +46,12 @@ class Dispatcher:
         self.broker = broker
         self.registry = load_handlers()
         self.stats = broker.stats
+        # connection id -> ms its next request must wait (a quota throttle); see take_mute.
+        self._mutes: dict[int, int] = {}
+
+    def take_mute(self, connection_id: int) -> float:
+        """Seconds the connection must stay muted after its last answer (0: none)."""
+        return self._mutes.pop(connection_id, 0) / 1000.0 if self._mutes else 0.0
 
     async def handle(
         self, frame: bytes | memoryview, client_host: str, client_port: int, connection_id: int
@@ -93,6 +99,8 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             response = await spec.handler(ctx, request)
+            if ctx.throttle_ms > 0:
+                self._mutes[connection_id] = ctx.throttle_ms
             if trace.ENABLED:
                 trace.mark("handled")
             # ApiVersions answers always use response header v0 (clients parse it before they

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from nerve import trace
@@ -41,6 +42,7 @@ from nerve.protocol import records as rb
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import ProducePartitionResult, encode_produce_response
 from nerve.security.acl import TOPIC, TRANSACTIONAL_ID, AclOperation, authorize
+from nerve.security.quotas import enforcer
 from nerve.storage.errors import (
     DuplicateSequenceError,
     InvalidProducerEpochError,
@@ -186,19 +188,30 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         responses.append((name, parts))
     if trace.ENABLED:
         trace.mark("appended")
+    # producer_byte_rate (Kafka counts the request's bytes): throttle_time_ms, and the
+    # connection is muted that long.
+    throttle = 0
+    quotas = enforcer(ctx.broker)
+    if quotas.store.quotas:  # nothing to count unless some quota is set
+        ctx.throttle_ms = throttle = quotas.record(
+            ctx.principal, ctx.header.client_id, "producer_byte_rate",
+            sum(len(p.records or b"") for t in request.topic_data for p in t.partition_data),
+            time.monotonic())
     if acks == 0:
         return None
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):
         # Joins the group commit now; the connection handles its next requests meanwhile, so
         # a client's pipelined produce requests share fsync rounds instead of queueing.
         flushed = asyncio.ensure_future(ctx.broker.logs.flush([t[0] for t in touched]))
-        return DeferredResponse(_after(flushed, ctx.version, responses, touched))
-    return RawResponse([encode_produce_response(ctx.version, responses)])
+        return DeferredResponse(_after(flushed, ctx.version, responses, touched, throttle))
+    return RawResponse([encode_produce_response(ctx.version, responses,
+                                                throttle_time_ms=throttle)])
 
 
 async def _after(
     flushed: asyncio.Future[None], version: int,
     responses: list[tuple[str, list[ProducePartitionResult]]], touched: list[_Appended],
+    throttle: int = 0,
 ) -> RawResponse:
     await flushed
     for plog, end_offset, truncations, parts, i in touched:
@@ -206,4 +219,4 @@ async def _after(
             parts[i] = ProducePartitionResult(
                 parts[i].index, ErrorCode.kafka_storage_error,
                 error_message=f"{plog.name}: fsync failed; the append was rolled back")
-    return RawResponse([encode_produce_response(version, responses)])
+    return RawResponse([encode_produce_response(version, responses, throttle_time_ms=throttle)])

@@ -50,6 +50,7 @@ from nerve.protocol.errors import ErrorCode
 from nerve.protocol.fastcodec import FetchPartitionData, encode_fetch_response
 from nerve.protocol.messages import ZERO_UUID, ms
 from nerve.security.acl import TOPIC, AclOperation, authorize
+from nerve.security.quotas import enforcer
 from nerve.storage.errors import CorruptLogError, OffsetOutOfRangeError
 
 READ_COMMITTED = 1
@@ -234,6 +235,15 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     acct = ctx.broker.extensions.get("accounting")
     if acct is not None:  # who reads where, for the console's backbone map
         acct.record_fetch(ctx.header.client_id, ctx.client_host, (t for t, _ in keys), total)
+    quotas = enforcer(ctx.broker)
+    throttle = quotas.record(ctx.principal, ctx.header.client_id, "consumer_byte_rate", total,
+                             time.monotonic()) if quotas.store.quotas else 0
+    if throttle:  # Kafka: over consumer_byte_rate, an empty answer and a muted connection
+        quotas.unrecord(ctx.principal, ctx.header.client_id, "consumer_byte_rate", total)
+        ctx.throttle_ms = throttle
+        return RawResponse(encode_fetch_response(
+            ctx.version, [], throttle_time_ms=throttle,
+            session_id=session.id if session is not None else INVALID_SESSION_ID))
     session_id_out = INVALID_SESSION_ID
     if session is not None:
         topics = _incremental(session, topics)

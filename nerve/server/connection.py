@@ -333,6 +333,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     if stages is not None:
                         trace.finish(stages, self.connection_id)
                     self.idle.set()
+                mute_s = self.dispatcher.take_mute(self.connection_id)
+                if mute_s > 0:  # a quota throttle: Kafka mutes the channel this long
+                    await asyncio.sleep(mute_s)
                 if self._frames:
                     now = loop.time()
                     if now - slice_start >= FAIR_SLICE_S:

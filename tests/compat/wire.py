@@ -27,6 +27,7 @@ class WireClient:
         host, port = bootstrap.split(",")[0].rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.correlation_id = 0
+        self.client_id = CLIENT_ID
 
     def close(self) -> None:
         self.sock.close()
@@ -54,8 +55,8 @@ class WireClient:
             body = build(req_cls, fields)
         self.correlation_id += 1
         flexible = bool(req_cls.__flexible__)
-        header = struct.pack(">hhih", api_key, version, self.correlation_id, len(CLIENT_ID))
-        header += CLIENT_ID + (b"\x00" if flexible else b"")  # header v2: empty tagged fields
+        header = struct.pack(">hhih", api_key, version, self.correlation_id, len(self.client_id))
+        header += self.client_id + (b"\x00" if flexible else b"")  # header v2: empty tagged fields
         out = io.BytesIO()
         entity_writer(req_cls)(out, body)
         payload = header + out.getvalue()

@@ -209,7 +209,7 @@ async def test_acks_all_retry_of_an_unflushed_batch_waits_for_its_fsync(
     core.logs.create_topic("t", 1)
     answers: list[Any] = []
     monkeypatch.setattr(k00_produce, "encode_produce_response",
-                        lambda version, responses: answers.append(responses) or b"")
+                        lambda version, responses, **_: answers.append(responses) or b"")
 
     async def produce(acks: int) -> int:
         class Part:
