@@ -9,7 +9,8 @@ Behaviour:
   INVALID_REQUEST); anything else is INVALID_REPLICA_ASSIGNMENT.
 - Configs are checked against `nerve.config.TOPIC_CONFIGS`: unknown names, bad or null values
   are INVALID_CONFIG with an error message. Bad names: INVALID_TOPIC_EXCEPTION; an existing
-  topic: TOPIC_ALREADY_EXISTS; a name given twice in one request: INVALID_REQUEST for each.
+  topic: TOPIC_ALREADY_EXISTS; a name given twice in one request: one INVALID_REQUEST result.
+  Error messages are Kafka 4.4's (admin clients show them; frameworks match on some).
 - Partition limits, both POLICY_VIOLATION: more than 10,000 partitions in one request (Kafka's
   MAX_PARTITIONS_PER_BATCH, with its message; every topic of the request fails), and a topic
   that would take the broker past `max.partitions` (nerve's cap, KIP-578's name; default 4 x
@@ -53,7 +54,7 @@ MAX_PARTITIONS_PER_REQUEST = 10_000
 class AdminError(Exception):
     """A per-topic rejection: the error code and message for that topic's result."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str | None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -63,30 +64,44 @@ def replication_error(replicas: int) -> AdminError:
     return AdminError(
         ErrorCode.invalid_replication_factor,
         f"Unable to replicate the partition {replicas} time(s): The target replication factor "
-        f"of {replicas} cannot be reached because only 1 broker(s) are registered.",
+        f"of {replicas} cannot be reached because only 1 broker(s) are registered or some "
+        "brokers have all their log directories cordoned.",
     )
 
 
 def check_assignments(node_id: int, assignments: list[tuple[int, ...]]) -> None:
-    """Manual replica assignments: only 'every partition on this node' can be honoured."""
+    """Manual replica assignments: only 'every partition on this node' can be honoured.
+    Kafka's checks and messages (ReplicationControlManager), this node being the only one."""
     for replicas in assignments:
-        if list(replicas) != [node_id]:
+        if not replicas:
             raise AdminError(ErrorCode.invalid_replica_assignment,
-                             f"replica assignment {list(replicas)} is impossible: this single "
-                             f"broker is node {node_id}")
+                             "The manual partition assignment includes an empty replica list.")
+        previous = None
+        for broker in sorted(replicas):
+            if broker != node_id:
+                raise AdminError(ErrorCode.invalid_replica_assignment,
+                                 f"The manual partition assignment includes broker {broker}, "
+                                 "but no such broker is registered.")
+            if broker == previous:
+                raise AdminError(ErrorCode.invalid_replica_assignment,
+                                 f"The manual partition assignment includes the broker "
+                                 f"{broker} more than once.")
+            previous = broker
 
 
 def _partition_count(ctx: RequestContext, t: Any) -> int:
     node = ctx.broker.node_id
     if t.assignments:
-        if t.num_partitions != -1 or t.replication_factor != -1:
-            raise AdminError(ErrorCode.invalid_request,
-                             "both num_partitions or replication_factor and manual assignments "
-                             "were set; give one or the other")
+        if t.replication_factor != -1:
+            raise AdminError(ErrorCode.invalid_request, "A manual partition assignment was "
+                             "specified, but replication factor was not set to -1.")
+        if t.num_partitions != -1:
+            raise AdminError(ErrorCode.invalid_request, "A manual partition assignment was "
+                             "specified, but numPartitions was not set to -1.")
         indexes = sorted(a.partition_index for a in t.assignments)
         if indexes != list(range(len(indexes))):
             raise AdminError(ErrorCode.invalid_replica_assignment,
-                             "partitions must be numbered consecutively from 0")
+                             "partitions should be a consecutive 0-based integer sequence")
         check_assignments(node, [a.broker_ids for a in t.assignments])
         return len(indexes)
     rf = t.replication_factor
@@ -171,11 +186,14 @@ async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
     results = []
     # Kafka: CREATE on the cluster or on the topic; configs are returned with DESCRIBE_CONFIGS.
     cluster_create = authorize(ctx, AclOperation.CREATE, CLUSTER)
+    answered: set[str] = set()
     for t in request.topics:
+        if t.name in answered:
+            continue  # Kafka answers a duplicated name once
+        answered.add(t.name)
         try:
             if names[t.name] > 1:
-                raise AdminError(ErrorCode.invalid_request,
-                                 f"topic '{t.name}' appears more than once in the request")
+                raise AdminError(ErrorCode.invalid_request, "Duplicate topic name.")
             if not cluster_create and not authorize(ctx, AclOperation.CREATE, TOPIC, t.name):
                 raise AdminError(ErrorCode.topic_authorization_failed, "Authorization failed.")
             if too_many:

@@ -114,16 +114,25 @@ def broker_config_entries(
     return out
 
 
-def broker_resource_error(ctx: RequestContext, name: str) -> str | None:
-    """Why a broker resource name is not this broker ('' is the cluster default), or None."""
+# Errors.INVALID_REQUEST's default message, which Kafka sends where it has no other.
+INVALID_REQUEST_TEXT = ("This most likely occurs because of a request being malformed by the "
+                        "client library or the message was sent to an incompatible broker. See "
+                        "the broker logs for more details.")
+
+
+def broker_resource_error(ctx: RequestContext, name: str, altering: bool = False) -> str | None:
+    """Why a broker resource name is not this broker ('' is the cluster default), or None.
+    Kafka's texts, which differ between DescribeConfigs and the two AlterConfigs."""
     if name == "":
         return None
     try:
         node = int(name)
     except ValueError:
-        return f"broker id must be an integer, got {name!r}"
+        return (f"Node id must be an integer, but it is: {name}" if altering
+                else f"Broker id must be an integer, but it is: {name}")
     if node != ctx.broker.node_id:
-        return f"unexpected broker id {node}: this broker is {ctx.broker.node_id}"
+        return (f"Unexpected broker id, expected {ctx.broker.node_id}"
+                f"{'' if altering else ' or empty string'}, but received {node}")
     return None
 
 
@@ -144,7 +153,7 @@ def _describe(ctx: RequestContext, res: Any, synonyms: bool, docs: bool) -> dict
             try:
                 validate_topic_name(res.resource_name)
                 out["error_code"] = ErrorCode.unknown_topic_or_partition
-                out["error_message"] = f"topic {res.resource_name!r} does not exist"
+                out["error_message"] = ""  # what Kafka 4.4 says
             except InvalidTopicError as e:
                 out["error_code"] = ErrorCode.invalid_topic_exception
                 out["error_message"] = str(e)
@@ -158,7 +167,7 @@ def _describe(ctx: RequestContext, res: Any, synonyms: bool, docs: bool) -> dict
                                                    documentation=docs)
     else:
         out["error_code"] = ErrorCode.invalid_request
-        out["error_message"] = f"resource type {res.resource_type} is not supported by nerve"
+        out["error_message"] = INVALID_REQUEST_TEXT  # Kafka answers with the error's own text
     return out
 
 

@@ -4,8 +4,9 @@ IncrementalAlterConfigs (k44).
 Behaviour:
 - Topic resources (type 2): the given configs REPLACE the topic's overrides (the legacy
   semantics: a config left out returns to its default). Names and values are checked against
-  `nerve.config.TOPIC_CONFIGS`: an unknown name, a bad value or a null value is INVALID_CONFIG
-  with an error message, and nothing changes. validate_only checks without changing anything.
+  `nerve.config.TOPIC_CONFIGS`: an unknown name or a bad value is INVALID_CONFIG, a null value
+  INVALID_REQUEST, with Kafka's messages, and nothing changes. validate_only checks without
+  changing anything.
   Unknown topic: UNKNOWN_TOPIC_OR_PARTITION.
 - Broker resources (type 4): nerve has no dynamic broker configs (they are set at start with
   --set/--config), so any config change is INVALID_CONFIG with a message saying so; an empty
@@ -57,10 +58,10 @@ def check_resource(ctx: RequestContext, res: Any) -> Outcome | None:
     if res.resource_type == RESOURCE_TOPIC:
         if res.resource_name not in ctx.broker.logs.topics:
             return (ErrorCode.unknown_topic_or_partition,
-                    f"topic {res.resource_name!r} does not exist")
+                    f"The topic '{res.resource_name}' does not exist.")
         return None
     if res.resource_type == RESOURCE_BROKER:
-        problem = broker_resource_error(ctx, res.resource_name)
+        problem = broker_resource_error(ctx, res.resource_name, altering=True)
         if problem is not None:
             return ErrorCode.invalid_request, problem
         if res.configs:
@@ -69,8 +70,7 @@ def check_resource(ctx: RequestContext, res: Any) -> Outcome | None:
                     f"dynamic broker configs are not supported by nerve ({names}); "
                     "set them at start with --set or --config")
         return OK
-    return (ErrorCode.invalid_request,
-            f"resource type {res.resource_type} is not supported by nerve")
+    return ErrorCode.invalid_request, f"Unknown resource type {res.resource_type}"
 
 
 def set_topic_overrides(
@@ -98,7 +98,7 @@ def resource_result(res: Any, outcome: Outcome) -> dict[str, Any]:
             "error_code": outcome[0], "error_message": outcome[1]}
 
 
-DUPLICATE: Outcome = (ErrorCode.invalid_request, "resource named more than once in the request")
+DUPLICATE: Outcome = (ErrorCode.invalid_request, "Each resource must appear at most once.")
 
 
 def alter_each(
@@ -117,9 +117,8 @@ def alter_each(
 
 def _replace_topic_configs(ctx: RequestContext, res: Any, validate_only: bool) -> Outcome:
     nulls = [c.name for c in res.configs if c.value is None]
-    if nulls:
-        return (ErrorCode.invalid_config,
-                f"null value not supported for topic configs: {', '.join(nulls)}")
+    if nulls:  # Kafka's text, its odd ": " included
+        return ErrorCode.invalid_request, f"Null value not supported for : {nulls[0]}"
     return set_topic_overrides(ctx, res.resource_name, {c.name: c.value for c in res.configs},
                                validate_only)
 

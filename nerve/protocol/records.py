@@ -269,12 +269,24 @@ def records_section(batch: bytes | bytearray | memoryview, header: BatchHeader) 
         raise CorruptRecordError(str(e)) from None
 
 
+# attributes, timestampDelta, offsetDelta, keyLength, valueLength, header count: a byte each
+MIN_RECORD_SIZE = 6
+
+
+def _check_count(records: bytes, count: int) -> None:
+    """A record count the section cannot hold (a corrupt or hostile header) is refused before
+    any walk, so a walk is bounded by the bytes it was given."""
+    if count < 0 or count * (MIN_RECORD_SIZE + 1) > len(records):
+        raise InvalidRecordError(f"{count} records cannot fit in {len(records)} bytes")
+
+
 def keyless_records(records: bytes, count: int) -> list[int]:
     """Batch indexes (0-based positions) of the records whose key is null: Kafka refuses
     them on compacted topics. A walk over record lengths that reads only the two varints
     before each key length; `records` is a batch's plain records section."""
     found: list[int] = []
     pos = 0
+    _check_count(records, count)
     try:
         for i in range(count):
             b = records[pos]
@@ -299,8 +311,8 @@ def keyless_records(records: bytes, count: int) -> list[int]:
                     found.append(i)
             elif _read_varint(records, p + 1)[0] < 0:
                 found.append(i)
-            if length < 0:
-                raise InvalidRecordError("negative record length")
+            if length < MIN_RECORD_SIZE:  # else a zero length would never advance
+                raise InvalidRecordError(f"record length {length} is below the minimum")
             pos += length
     except IndexError:
         raise InvalidRecordError("record extends past the batch") from None
@@ -314,11 +326,14 @@ def record_times(records: bytes, header: BatchHeader) -> Iterator[tuple[int, int
     """(offset, timestamp) of each record of a batch's plain records section. A
     LogAppendTime batch's records all carry its max timestamp, as Kafka reads them."""
     pos = 0
+    _check_count(records, header.records_count)
     base_offset, base_ts = header.base_offset, header.base_timestamp
     append_time = header.max_timestamp if header.is_log_append_time else None
     try:
         for _ in range(header.records_count):
             length, pos = _read_varint(records, pos)
+            if length < MIN_RECORD_SIZE:
+                raise InvalidRecordError(f"record length {length} is below the minimum")
             end = pos + length
             ts_delta, p = _read_varint(records, pos + 1)
             off_delta, _ = _read_varint(records, p)

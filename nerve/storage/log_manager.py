@@ -82,12 +82,17 @@ def max_partitions(config: BrokerConfig) -> tuple[int, str]:
 
 
 def validate_topic_name(name: str) -> None:
-    if not name or len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise InvalidTopicError(f"topic name length must be 1..{MAX_TOPIC_NAME_LENGTH}")
+    """Kafka's Topic.validate, with its messages."""
+    if not name:
+        raise InvalidTopicError("Topic name is invalid: the empty string is not allowed")
     if name in (".", ".."):
-        raise InvalidTopicError(f"topic name cannot be {name!r}")
+        raise InvalidTopicError(f"Topic name is invalid: '{name}' is not allowed")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopicError(f"Topic name is invalid: the length of '{name}' is longer than "
+                                f"the max allowed length {MAX_TOPIC_NAME_LENGTH}")
     if not _LEGAL_NAME.fullmatch(name):
-        raise InvalidTopicError(f"topic name {name!r} has characters outside [a-zA-Z0-9._-]")
+        raise InvalidTopicError(f"Topic name is invalid: '{name}' contains one or more "
+                                "characters other than ASCII alphanumerics, '.', '_' and '-'")
 
 
 @dataclass
@@ -295,7 +300,7 @@ class LogManager:
         collides = name.replace(".", "_")
         for other in self.topics:
             if other.replace(".", "_") == collides:
-                raise InvalidTopicError(f"Topic '{name}' collides with existing topic '{other}'.")
+                raise InvalidTopicError(f"Topic '{name}' collides with existing topic: {other}")
 
     @property
     def partition_count(self) -> int:

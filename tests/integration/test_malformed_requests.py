@@ -122,7 +122,7 @@ def test_create_partitions_beyond_ten_thousand_new_is_policy_violation(nerve):
         admin.create_partitions([NewPartitions("grow-me", 2 + 10_001)])["grow-me"].result(30)
     assert time.monotonic() - t0 < 20
     assert e.value.args[0].code() == 44, e.value  # POLICY_VIOLATION
-    assert "excessively large batch operation" in str(e.value)
+    assert "Excessively large number of additional partitions" in str(e.value)
     admin.create_partitions([NewPartitions("grow-me", 3)])["grow-me"].result(10)
 
 

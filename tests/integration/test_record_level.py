@@ -207,3 +207,32 @@ def test_timestamp_lookup_survives_a_restart(tmp_path: Path) -> None:
             assert lookup(-3) == (7, 3_000_900)
     finally:
         proc.stop()
+
+
+def test_admin_errors_carry_kafkas_messages(broker: NerveProcess) -> None:
+    """What applications see from the admin APIs: Kafka's texts (frameworks match on the
+    first); the differential twins are in tests/compat/test_admin_errors_differential.py."""
+    from confluent_kafka import KafkaException
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import NewTopic as KNewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    name = f"bad-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(KafkaException) as e:
+        admin.create_topics([NewTopic(name, 1, 1, config={"no.such.config": "1"})])[
+            name].result(15)
+    assert "Unknown topic config name: no.such.config" in str(e.value)
+    topic = topic_named("cfg", broker.bootstrap)
+    res = ConfigResource("TOPIC", topic, set_config={"retention.ms": "-2"})
+    with pytest.raises(KafkaException) as e:
+        admin.alter_configs([res])[res].result(15)
+    assert ("Invalid value -2 for configuration retention.ms: Value must be at least -1"
+            in str(e.value))
+
+    ka = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        with pytest.raises(Exception) as ke:
+            ka.create_topics([KNewTopic("bad/name", 1, 1)])
+    finally:
+        ka.close()
+    assert "Topic name is invalid: 'bad/name' contains one or more characters" in str(ke.value)

@@ -306,7 +306,7 @@ async def test_create_partitions_errors(core: BrokerCore) -> None:
     resp = await call(core, 37, 3, {"timeout": 1000, "validate_only": False, "topics": [
         {"name": "cp", "count": 1, "assignments": None}]})
     assert resp.results[0].error_code == E.invalid_partitions
-    assert "higher than the requested 1" in resp.results[0].error_message
+    assert "2 partition(s); 1 would not be an increase" in resp.results[0].error_message
     resp = await call(core, 37, 3, {"timeout": 1000, "validate_only": False, "topics": [
         {"name": "cp", "count": 2, "assignments": None}]})
     assert resp.results[0].error_code == E.invalid_partitions

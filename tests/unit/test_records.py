@@ -125,6 +125,19 @@ def test_keyless_records_and_record_times() -> None:
         rb.keyless_records(plain + b"\x00", h.records_count)  # bytes after the last record
 
 
+def test_record_walks_are_bounded_by_their_bytes() -> None:
+    """A hostile header (two billion records) over zero-length records must not spin."""
+    zero_length_records = b"\x00" * 70
+    header = rb.read_header(rb.build_batch([(b"k", b"v")]))._replace(records_count=2**31 - 1)
+    for walk in (lambda: rb.keyless_records(zero_length_records, header.records_count),
+                 lambda: list(rb.record_times(zero_length_records, header)),
+                 lambda: rb.keyless_records(zero_length_records, 10),
+                 lambda: list(rb.record_times(zero_length_records,
+                                              header._replace(records_count=10)))):
+        with pytest.raises(rb.InvalidRecordError):
+            walk()
+
+
 @pytest.mark.parametrize("codec", [1, 2, 3, 4])
 def test_records_section_decompresses(codec: int) -> None:
     import gzip
