@@ -184,6 +184,9 @@ class PartitionLog:
         self.recovery_point = 0
         self.last_flush_ms = self._now_ms()
         self._appended_messages = 0
+        # Called with this log whenever it gets something to flush (the LogManager's flush
+        # policy then looks at this log only, not at every partition every tick).
+        self.on_dirty: Callable[[PartitionLog], None] | None = None
         self._flushed_messages = 0
         self._size = 0
         self._dir_version = 0  # bumped when a file appears in the directory
@@ -403,6 +406,8 @@ class PartitionLog:
         self.log_end_offset = next_offset
         self._size += len(records)
         self._appended_messages += next_offset - first_offset
+        if self.on_dirty is not None:
+            self.on_dirty(self)
         return AppendInfo(first_offset, next_offset - 1, now_ms if stamp else -1,
                           self.log_start_offset)
 
@@ -505,6 +510,8 @@ class PartitionLog:
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._flushed_messages = self._appended_messages
         self._needs_sync = True  # the cut itself is made durable by the next flush
+        if self.on_dirty is not None:
+            self.on_dirty(self)
         self.producers = ProducerStateManager()
         self._load_producer_state([o for e in os.scandir(self.directory)
                                    if e.name.endswith(SNAPSHOT_SUFFIX)
