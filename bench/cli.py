@@ -1,10 +1,11 @@
-"""`python -m bench [--quick] [--only nerve-fsync,nerve-nofsync,kafka] [--out DIR] [--restart]
-[--cleaner]`
+"""`python -m bench [--quick] [--only SETUPS] [--out DIR] [--restart | --scale | --cleaner]`
 
 --stories runs only the two reference systems at rising rates (bench/stories.py: every action's
 p50/p99 and the invariants per rate, on nerve-fsync and Kafka by default; --quick: fewer, shorter
 runs).
 
+--scale runs only the scale curves (bench/scale.py): partitions 1-5,000, connections 10-5,000,
+consumer groups 1-50, an idle consumer of 1,000 partitions with and without fetch sessions.
 --restart runs only the restart-at-scale step (bench/restart.py: clean and unclean restart of
 10,000 partitions holding ~3 GiB; --quick: 2,000 partitions, 0.5 GiB) for nerve and Kafka.
 
@@ -32,7 +33,7 @@ from typing import Any
 
 import confluent_kafka
 
-from bench import disk
+from bench import disk, scale
 from bench import restart as rs
 from bench import workloads as w
 from bench.brokers import ROOT, Broker, KafkaBroker, NerveBroker, RssSampler, rss_mb
@@ -281,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-rate", type=int, default=None,
                     help="records/s of the paced-latency step (default: half of Kafka's peak, "
                          "or of the first broker's when Kafka does not run)")
+    ap.add_argument("--scale", action="store_true",
+                    help="only the scale curves (bench/scale.py: partitions, connections, "
+                         "groups, idle fetch at 1,000 partitions), nerve's default setup and "
+                         "Kafka")
     ap.add_argument("--restart", action="store_true",
                     help="only the restart-at-scale step (nerve's default setup and Kafka)")
     ap.add_argument("--stories", action="store_true",
@@ -314,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                             [s.strip() for s in a.story_only.split(",") if s.strip()])
     if a.cleaner:
         return cleaner_main(a, labels)
+    if a.scale:
+        return scale_main(a, labels)
     sizes = w.Sizes.quick() if a.quick else w.Sizes.full()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     progress(f"bench {'quick' if a.quick else 'full'}: {', '.join(labels)}; sizes {sizes}")
@@ -423,6 +430,38 @@ def restart_main(a: argparse.Namespace, labels: list[str]) -> int:
                                 "machine": machine(), "nerve_source": nerve_rev,
                                 "results": results, "rows": rows}, indent=1) + "\n")
     print(f"\nwrote {path}")
+    return 0
+
+
+def scale_main(a: argparse.Namespace, labels: list[str]) -> int:
+    sizes = scale.ScaleSizes.quick() if a.quick else scale.ScaleSizes.full()
+    nerve_src, nerve_rev = ROOT, "working tree"
+    if a.nerve_rev:
+        nerve_src, nerve_rev = export_rev(a.nerve_rev)
+    runs = (["nerve"] if set(labels) - {KAFKA} else []) + (
+        [KAFKA] if KAFKA in labels else [])
+    progress(f"scale: {sizes}; {', '.join(runs)}")
+    results: dict[str, Any] = {}
+    try:
+        for label in runs:
+            results[label] = scale.run(label, sizes, nerve_src, progress)
+    finally:
+        if nerve_src != ROOT:
+            shutil.rmtree(nerve_src, ignore_errors=True)
+    lines = scale.tables(results)
+    print("\n".join(lines))
+    a.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = a.out / f"{stamp}-scale.json"
+    path.write_text(json.dumps({"date": stamp, "mode": "quick" if a.quick else "full",
+                                "sizes": sizes.__dict__, "machine": machine(),
+                                "nerve_source": nerve_rev, "results": results,
+                                "tables": lines}, indent=1) + "\n")
+    print(f"\nwrote {path}")
+    if ensure_matplotlib():
+        png = a.out / f"{stamp}-scale.png"
+        scale.chart(results, png)
+        print(f"wrote {png}")
     return 0
 
 

@@ -84,6 +84,7 @@ class FetchSession:
         # end, so the others get their turn under max_bytes next time (as Kafka does).
         self.partitions: collections.OrderedDict[PartitionKey, CachedPartition] = (
             collections.OrderedDict())
+        self._by_topic: list[tuple[TopicKey, list[CachedPartition]]] | None = None
 
     def update(self, wanted: Iterable[tuple[TopicKey, int, int, int]],
                forgotten: Iterable[PartitionKey]) -> None:
@@ -99,20 +100,26 @@ class FetchSession:
                 cached.partition_max_bytes = max_bytes
         for key in forgotten:
             self.partitions.pop(key, None)
+        self._by_topic = None
 
     def by_topic(self) -> list[tuple[TopicKey, list[CachedPartition]]]:
-        """The session's partitions in fetch order, consecutive ones of a topic together."""
+        """The session's partitions in fetch order, consecutive ones of a topic together
+        (kept until the order or the partitions change: idle fetches reuse it)."""
+        if self._by_topic is not None:
+            return self._by_topic
         out: list[tuple[TopicKey, list[CachedPartition]]] = []
         for (topic, _), cached in self.partitions.items():
             if out and out[-1][0] == topic:
                 out[-1][1].append(cached)
             else:
                 out.append((topic, [cached]))
+        self._by_topic = out
         return out
 
     def served(self, key: PartitionKey) -> None:
         """The partition returned records: it goes last next time."""
         self.partitions.move_to_end(key)
+        self._by_topic = None
 
 
 class FetchSessionCache:

@@ -80,8 +80,13 @@ Wanted = list[tuple[TopicKey, list[Any]]]
 
 
 def _read_all(
-    ctx: RequestContext, wanted: Wanted, max_bytes: int, committed: bool, by_id: bool
+    ctx: RequestContext, wanted: Wanted, max_bytes: int, committed: bool, by_id: bool,
+    incremental: bool = False,
 ) -> tuple[TopicsData, int, list[tuple[str, int]], bool]:
+    """incremental: `wanted` holds a session's CachedPartitions; one that is caught up and
+    whose watermarks are what the session last told is not read at all (it has nothing to
+    return and the answer leaves it out): an idle consumer's incremental fetch of 1,000
+    partitions then costs lookups, not 1,000 reads."""
     logs = ctx.broker.logs
     remaining = max_bytes
     total = 0
@@ -112,8 +117,11 @@ def _read_all(
             hw = plog.high_watermark
             start = plog.log_start_offset
             keys.append((plog.topic, p.partition))
-            limit = min(p.partition_max_bytes, remaining)
+            if incremental and p.high_watermark == hw and p.log_start_offset == start and \
+                    p.fetch_offset == (plog.last_stable_offset if committed else hw):
+                continue
             lso = plog.last_stable_offset
+            limit = min(p.partition_max_bytes, remaining)
             try:
                 data = plog.read(p.fetch_offset, max(limit, 0), min_one=total == 0,
                                  upper=lso if committed else None)
@@ -219,7 +227,9 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
             cache.touch(session)
             session.epoch = next_epoch(session.epoch)
     wanted = session.by_topic() if session is not None else _requested(request, by_id)
-    topics, total, keys, errors = _read_all(ctx, wanted, request.max_bytes, committed, by_id)
+    incremental = session is not None
+    topics, total, keys, errors = _read_all(ctx, wanted, request.max_bytes, committed, by_id,
+                                            incremental)
     max_wait_s = ms(request.max_wait) / 1000.0
     if total < request.min_bytes and max_wait_s > 0 and not errors and keys:
         deadline = time.monotonic() + max_wait_s
@@ -229,7 +239,7 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
                 break
             await ctx.broker.waiters.wait_any(keys, left)
             topics, total, keys, errors = _read_all(ctx, wanted, request.max_bytes, committed,
-                                                    by_id)
+                                                    by_id, incremental)
             if total >= request.min_bytes or errors:
                 break
     acct = ctx.broker.extensions.get("accounting")
