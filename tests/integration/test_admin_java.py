@@ -62,9 +62,12 @@ def test_kafka_configs_and_log_dirs(nerve: Any, unique_topic: Any, kafka_run: An
     assert "cleanup.policy=delete,compact" in desc
     assert "DYNAMIC_TOPIC_CONFIG:retention.ms=120000" in desc
 
-    # the console producer: idempotent by default (InitProducerId), acks=all
+    # the console producer: idempotent by default (InitProducerId), acks=all. The topic is
+    # compacted now, so every record needs a key (keyless ones are INVALID_RECORD, as on Kafka).
     lines = [f"line-{i}" for i in range(20)]
-    ok(kafka_run("console-producer", *b, "--topic", topic, input="\n".join(lines) + "\n"))
+    ok(kafka_run("console-producer", *b, "--topic", topic, "--reader-property",
+                 "parse.key=true", "--reader-property", "key.separator=:",
+                 input="".join(f"k{i}:{s}\n" for i, s in enumerate(lines))))
     assert [v for _, v in consume_all(nerve.bootstrap, topic, idle_s=1)] == [
         s.encode() for s in lines]
 
