@@ -25,6 +25,8 @@ from nerve.coordinator.producers import ProducerIdManager
 from nerve.handlers import load_handlers
 from nerve.handlers.dispatch import Dispatcher
 from nerve.security.acl import Authorizer
+from nerve.security.credentials import CredentialStore
+from nerve.security.listeners import ListenerSpec, parse_listeners, security_for
 from nerve.server.buffers import ReadBufferPool
 from nerve.server.connection import READ_BUFFER_BYTES, KafkaConnection
 from nerve.server.listener import Listener, bind, connection_limit
@@ -106,6 +108,11 @@ class BrokerCore:
         # another broker has it). Released by the caller after logs.stop().
         self.lock = lock if lock is not None else DataDirLock.acquire(data_dir)
         self.cluster_id = _load_meta(data_dir, self.node_id)
+        # Listener name -> the (host, port) its clients are told (Metadata, FindCoordinator,
+        # DescribeCluster answer each client with the addresses of the listener it came in on).
+        self.endpoints: dict[str, tuple[str, int]] = {"PLAINTEXT": (advertised_host,
+                                                                    advertised_port)}
+        self.credentials = CredentialStore(data_dir).load()  # SCRAM users (nerve/security)
         self.logs = LogManager(data_dir, config, lock=self.lock)
         self.producer_ids = ProducerIdManager(data_dir / "producer-id-block")
         # None unless authorizer.class.name is set: then every handler checks ACLs.
@@ -118,6 +125,11 @@ class BrokerCore:
 
     def load(self) -> None:
         self.logs.load()
+
+    def endpoint(self, listener_name: str) -> tuple[str, int]:
+        """The advertised (host, port) of `listener_name` (the first listener's if unknown)."""
+        found = self.endpoints.get(listener_name)
+        return found if found is not None else (self.advertised_host, self.advertised_port)
 
     def auto_create_topics(self) -> bool:
         return self.config.get_bool("auto.create.topics.enable")
@@ -152,6 +164,9 @@ class Broker:
         self.core: BrokerCore | None = None
         self._server: Listener | None = None
         self._trace_watch: asyncio.Task[None] | None = None
+        self._servers: list[Listener] = []
+        self.listeners: list[ListenerSpec] = []
+        self._security: list[Any] = []
         self.memory: RequestMemoryPool | None = None
         self._connections: set[KafkaConnection] = set()
         self._stopped: asyncio.Event | None = None
@@ -166,13 +181,22 @@ class Broker:
         self._stopped = asyncio.Event()
         # The data dir first (a second broker is refused before it binds or reads anything),
         # then the socket, so that port 0 resolves to the port clients are then told about.
+        specs = parse_listeners(self.config, self.host, self.port, self.advertised_host)
         lock = DataDirLock.acquire(self.data_dir)
+        socks = []
         try:
-            sock = bind(self.host, self.port)  # ListenError: one line for `nerve serve`
+            for spec in specs:
+                sock = bind(spec.host, spec.port)  # ListenError: one line for `nerve serve`
+                socks.append(sock)
+                spec.port = sock.getsockname()[1]
         except BaseException:
+            for sock in socks:
+                sock.close()
             lock.release()
             raise
-        self.port = sock.getsockname()[1]
+        self.listeners = specs
+        # The first listener is the one `host`/`port` name (and the console connects to).
+        self.host, self.port = specs[0].host, specs[0].port
         # Handler modules register the start hooks of the subsystems they use (groups, ...).
         load_handlers()
         before, after = raise_open_file_limit()
@@ -180,19 +204,24 @@ class Broker:
         log.info("open file limit %d%s", after,
                  f" (raised from {before}, the hard limit)" if after > before else "")
         try:
+            first = specs[0]
             core = BrokerCore(
                 self.data_dir,
                 self.config,
-                advertised_host=self.advertised_host or self.host,
-                advertised_port=self.port,
+                advertised_host=first.advertised_host or first.host,
+                advertised_port=first.advertised_port or first.port,
                 lock=lock,
             )
+            core.endpoints = {s.name: (s.advertised_host or s.host, s.advertised_port or s.port)
+                              for s in specs}
+            self._security = [security_for(self.config, s, core.credentials) for s in specs]
             core.load()
             await core.logs.start()
             for hook in _START_HOOKS:
                 await hook(core)
         except BaseException:
-            sock.close()
+            for sock in socks:
+                sock.close()
             lock.release()
             raise
         self.core = core
@@ -204,24 +233,49 @@ class Broker:
         buffers = ReadBufferPool()
         self.memory = memory = RequestMemoryPool(cfg.get_int("queued.max.request.bytes"))
         read_buffer = bytearray(READ_BUFFER_BYTES)
-        self._server = Listener(
-            sock,
-            lambda: KafkaConnection(dispatcher, max_frame, self._connections, buffers, memory,
-                                    read_buffer),
-            self._connections,
-            max_connections=connection_limit(cfg.get_int("max.connections")),
-            max_connections_per_ip=cfg.get_int("max.connections.per.ip"),
-            idle_ms=cfg.get_int("connections.max.idle.ms"),
-        )
-        self._server.start()
+        self._servers = []
+        for i, (sock, security) in enumerate(zip(socks, self._security, strict=True)):
+            listener = Listener(
+                sock,
+                lambda sec=security: KafkaConnection(dispatcher, max_frame, self._connections,
+                                                     buffers, memory, read_buffer, sec),
+                self._connections,
+                max_connections=connection_limit(cfg.get_int("max.connections")),
+                max_connections_per_ip=cfg.get_int("max.connections.per.ip"),
+                # One reaper for all connections (they share one set).
+                idle_ms=cfg.get_int("connections.max.idle.ms") if i == 0 else -1,
+                security=security,
+            )
+            listener.start()
+            self._servers.append(listener)
+        self._server = self._servers[0]
         heap.settle("start-up")  # the broker's long-lived objects: out of the GC's way
         self._trace_watch = trace.start_watchers()  # NERVE_TRACE_SLOW_MS only
+
+    def reload_tls(self) -> None:
+        """Rebuild every TLS listener's SSLContext from its files (SIGHUP): new connections
+        get the new certificates; a listener whose material fails to load keeps the old."""
+        from nerve.config import ConfigError
+        from nerve.security.tls import server_context
+
+        for sec in self._security:
+            if not sec.tls:
+                continue
+            try:
+                sec.ssl_context = server_context(
+                    lambda key, name=sec.name: self.config.for_listener(name, key), sec.name)
+            except ConfigError as e:
+                log.error("TLS reload of listener %s failed, keeping the old certificates: %s",
+                          sec.name, e)
+            else:
+                log.info("listener %s: TLS certificates reloaded", sec.name)
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Graceful shutdown: stop accepting, answer what is in flight, flush, close files."""
         if self._server is None:
             return
-        self._server.close()
+        for listener in self._servers:
+            listener.close()
         if self._trace_watch is not None:
             self._trace_watch.cancel()
         try:

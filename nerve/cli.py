@@ -139,7 +139,7 @@ def serve(
             uvloop.run(main_coro)
         else:
             asyncio.run(main_coro)
-    except (DataDirLockedError, ListenError, AclStoreError) as e:
+    except (DataDirLockedError, ListenError, AclStoreError, ConfigError) as e:
         # A second broker on a live data dir, or a port that cannot be had: one line, exit 2.
         click.echo(f"nerve: {e}", err=True)
         sys.exit(2)
@@ -189,11 +189,17 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
+    # SIGHUP: TLS listeners reload their certificates and keys (new connections get them).
+    loop.add_signal_handler(signal.SIGHUP, broker.reload_tls)
     click.echo(
         f"nerve {__version__}: serving Kafka protocol on {broker.host}:{broker.port}, "
         f"data dir {data_dir.resolve()}",
         err=False,
     )
+    if len(broker.listeners) > 1 or broker.listeners[0].protocol != "PLAINTEXT":
+        for spec in broker.listeners:
+            click.echo(f"nerve: listener {spec.name} ({spec.protocol}) on "
+                       f"{spec.host}:{spec.port}")
     sys.stdout.flush()
     if console_opts is not None and not stopping:
         # Kafka clients first: the console's modules (starlette, uvicorn, confluent-kafka:
@@ -250,6 +256,10 @@ from nerve.tools.commands import COMMANDS  # noqa: E402
 
 for _command in COMMANDS:
     main.add_command(_command)
+
+from nerve.tools.users import users  # noqa: E402  (nerve users create|list|delete)
+
+main.add_command(users)
 
 from nerve.apps.demo import demo  # noqa: E402  (nerve demo shop|rides, nerve/apps)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-ConfigType = Literal["int", "long", "boolean", "string", "list", "double", "short", "class"]
+ConfigType = Literal["int", "long", "boolean", "string", "list", "double", "short", "class",
+                     "password"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,44 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = {
                   "unclean.leader.election.enable"),
     )
 }
+
+# Listeners, TLS and SASL (nerve/security). The ssl.*, sasl.enabled.mechanisms and
+# connections.max.reauth.ms settings may also be given per listener as
+# `listener.name.<listener>.<key>`, JAAS lines as `listener.name.<l>.<mechanism>.sasl.jaas.config`.
+SECURITY_CONFIGS: tuple[ConfigDef, ...] = (
+    ConfigDef("listeners", "string", None,
+              "NAME://host:port,...; default: one PLAINTEXT listener from --host/--port"),
+    ConfigDef("advertised.listeners", "string", None, "addresses told to clients, per listener"),
+    ConfigDef("listener.security.protocol.map", "string",
+              "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+              "listener name -> security protocol"),
+    ConfigDef("inter.broker.listener.name", "string", None, "single node: unused"),
+    ConfigDef("security.inter.broker.protocol", "string", "PLAINTEXT", "single node: unused"),
+    ConfigDef("sasl.mechanism.inter.broker.protocol", "string", "GSSAPI", "single node: unused"),
+    ConfigDef("sasl.enabled.mechanisms", "list", "GSSAPI",
+              "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not supported)"),
+    ConfigDef("sasl.jaas.config", "password", None, "JAAS line for every SASL listener"),
+    ConfigDef("connections.max.reauth.ms", "long", "0",
+              "SASL session lifetime before re-authentication (KIP-368; 0: forever)"),
+    ConfigDef("ssl.keystore.type", "string", "JKS", "PEM only"),
+    ConfigDef("ssl.keystore.location", "string", None, "PEM file: private key + chain"),
+    ConfigDef("ssl.keystore.password", "password", None, "key password (PEM)"),
+    ConfigDef("ssl.keystore.key", "password", None, "inline PEM private key"),
+    ConfigDef("ssl.keystore.certificate.chain", "password", None, "inline PEM chain"),
+    ConfigDef("ssl.key.password", "password", None, "password of an encrypted key"),
+    ConfigDef("ssl.truststore.type", "string", "JKS", "PEM only"),
+    ConfigDef("ssl.truststore.location", "string", None, "PEM file of trusted CAs"),
+    ConfigDef("ssl.truststore.password", "password", None, "unused with PEM"),
+    ConfigDef("ssl.truststore.certificates", "password", None, "inline PEM trusted CAs"),
+    ConfigDef("ssl.client.auth", "string", "none", "none, requested or required (mTLS)"),
+    ConfigDef("ssl.enabled.protocols", "list", "TLSv1.2,TLSv1.3", "TLS versions"),
+    ConfigDef("ssl.protocol", "string", "TLSv1.3", "reported only"),
+    ConfigDef("ssl.cipher.suites", "list", "", "TLS 1.2 cipher suites (empty: OpenSSL's)"),
+    ConfigDef("ssl.endpoint.identification.algorithm", "string", "https",
+              "broker side: unused"),
+    ConfigDef("ssl.principal.mapping.rules", "string", "DEFAULT",
+              "RULE:regex/replacement/[LU],... on the client certificate's DN"),
+)
 
 # Broker configs. Only these keys are accepted by --set/--config (typos fail loudly).
 BROKER_CONFIGS: dict[str, ConfigDef] = {
@@ -127,6 +166,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("max.partitions", "int", "0",
                   "nerve (KIP-578's name): most partitions this broker holds; 0: 4 x the open "
                   "file limit"),
+        *SECURITY_CONFIGS,
         *(
             ConfigDef(t.broker_name, t.type, t.default, t.doc)
             for t in TOPIC_CONFIGS.values()
@@ -175,6 +215,21 @@ def _java_double(x: float) -> str:
     return f"{mantissa}{'0' if mantissa.endswith('.') else ''}E{int(exponent)}"
 
 
+_PER_LISTENER = ("ssl.", "sasl.enabled.mechanisms", "connections.max.reauth.ms")
+
+
+def listener_key_base(key: str) -> str | None:
+    """`listener.name.<l>.<key>` -> the broker config it overrides (None: not such a key)."""
+    if not key.startswith("listener.name."):
+        return None
+    _, _, rest = key[len("listener.name."):].partition(".")
+    if rest.endswith(".sasl.jaas.config"):
+        return "sasl.jaas.config"
+    if rest.startswith(_PER_LISTENER) and rest in BROKER_CONFIGS:
+        return rest
+    return None
+
+
 def _check_value(defn: ConfigDef, value: str) -> str:
     name, raw = defn.name, value.strip()  # Kafka trims before parsing
     parsed: int | float | None = None
@@ -212,10 +267,29 @@ def _check_value(defn: ConfigDef, value: str) -> str:
     return raw if parsed is not None else value
 
 
-def parse_properties(text: str) -> dict[str, str]:
-    """Java-properties-style `key=value` lines; `#` and `!` start comments."""
-    out: dict[str, str] = {}
+def _logical_lines(text: str) -> list[str]:
+    """Physical lines joined where one ends in an odd number of backslashes (Java's
+    continuation: inline PEM keys and JAAS lines span several)."""
+    out: list[str] = []
+    pending = ""
     for raw in text.splitlines():
+        line = raw.strip() if pending else raw
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:
+            pending += line[:-1]
+            continue
+        out.append(pending + line)
+        pending = ""
+    if pending:
+        out.append(pending)
+    return out
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java-properties-style `key=value` lines; `#` and `!` start comments; a trailing `\\`
+    continues the line."""
+    out: dict[str, str] = {}
+    for raw in _logical_lines(text):
         line = raw.strip()
         if not line or line[0] in "#!":
             continue
@@ -237,6 +311,9 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         for key, value in list(self.overrides.items()):
             defn = BROKER_CONFIGS.get(key)
+            base = listener_key_base(key) if defn is None else None
+            if base is not None:
+                defn = BROKER_CONFIGS[base]
             if defn is None:
                 raise ConfigError(f"unknown broker config {key!r}")
             self.overrides[key] = _check_value(defn, value)
@@ -260,6 +337,14 @@ class BrokerConfig:
         value = self.get(key)
         assert value is not None
         return int(value)
+
+    def for_listener(self, listener: str, key: str) -> str | None:
+        """`key` as `listener` sees it: its listener.name.<l>.<key> override, else the
+        broker's value."""
+        prefixed = f"listener.name.{listener.lower()}.{key}"
+        if prefixed in self.overrides:
+            return self.overrides[prefixed]
+        return self.get(key)
 
     def get_bool(self, key: str) -> bool:
         return (self.get(key) or "false").lower() == "true"

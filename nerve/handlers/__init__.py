@@ -92,6 +92,9 @@ class RequestContext:
     # Set by a handler whose client is over its quota: the answer says so (throttle_time_ms)
     # and the connection reads nothing more for that long, as Kafka mutes the channel.
     throttle_ms: int = 0
+    # The connection's nerve.security.sasl.SaslSession (None: a plain PLAINTEXT connection):
+    # SaslHandshake/SaslAuthenticate drive it; the connection acts on what it then says.
+    session: Any = None
 
     @property
     def version(self) -> int:

@@ -54,13 +54,16 @@ class Dispatcher:
         return self._mutes.pop(connection_id, 0) / 1000.0 if self._mutes else 0.0
 
     async def handle(
-        self, frame: bytes | memoryview, client_host: str, client_port: int, connection_id: int
+        self, frame: bytes | memoryview, client_host: str, client_port: int, connection_id: int,
+        session: Any = None,
     ) -> Parts | asyncio.Future[Parts | None] | None:
         """The response's parts, None for no response, or a future of either (deferred)."""
         try:
             api_key, api_version, correlation_id = peek_api(frame)
         except FramingError as e:
             raise CloseConnection(str(e)) from None
+        if session is not None and (refusal := session.refusal(api_key)) is not None:
+            raise CloseConnection(refusal)  # before authentication, as Kafka: no answer
         spec = self.registry.get(api_key)
         if spec is None:
             raise CloseConnection(f"unknown API key {api_key}")
@@ -93,6 +96,11 @@ class Dispatcher:
                 f"malformed {spec.name} v{api_version} request: {type(e).__name__}: {e}"
             ) from None
         ctx = RequestContext(self.broker, header, client_host, client_port, connection_id)
+        if session is not None:
+            ctx.principal = session.principal
+            ctx.listener_name = session.listener_name
+            ctx.security_protocol = session.security_protocol
+            ctx.session = session
         if trace.ENABLED:
             trace.name(spec.name)
             trace.mark("decoded")

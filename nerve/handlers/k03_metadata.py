@@ -156,8 +156,9 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         brokers=[
             {
                 "node_id": broker.node_id,
-                "host": broker.advertised_host,
-                "port": broker.advertised_port,
+                # The addresses of the listener this client came in on.
+                "host": broker.endpoint(ctx.listener_name)[0],
+                "port": broker.endpoint(ctx.listener_name)[1],
                 "rack": None,
             }
         ],

@@ -47,13 +47,15 @@ async def handle_find_coordinator(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     key_type = int(getattr(request, "key_type", GROUP))
 
+    host, port = broker.endpoint(ctx.listener_name)  # the listener this client came in on
+
     def node(key: str) -> dict[str, Any]:
         error, message = _answer(ctx, key_type, key)
         ok = error is ErrorCode.none
         return {
             "node_id": broker.node_id if ok else -1,
-            "host": broker.advertised_host if ok else "",
-            "port": broker.advertised_port if ok else -1,
+            "host": host if ok else "",
+            "port": port if ok else -1,
             "error_code": error,
             "error_message": message,
         }

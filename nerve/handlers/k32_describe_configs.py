@@ -10,7 +10,9 @@ Behaviour:
   the topic override, the broker config and the default, most specific first, as Kafka does.
   An unknown topic: UNKNOWN_TOPIC_OR_PARTITION; an invalid name INVALID_TOPIC_EXCEPTION.
 - Broker resources (type 4) named with this node's id: every config in `BROKER_CONFIGS`,
-  read_only true (nerve has no dynamic broker configs), source 4 or 5. An empty name asks for
+  read_only true (nerve has no dynamic broker configs), source 4 or 5; PASSWORD configs
+  (ssl.key.password, sasl.jaas.config, ...) are is_sensitive with a null value, as in Kafka.
+  The listener.name.<l>.* overrides are not listed. An empty name asks for
   the cluster-wide dynamic defaults, which never exist here: an empty list, as Kafka answers on
   a fresh cluster. Another id or a non-integer name: INVALID_REQUEST.
 - `configuration_keys` filters by name (null or empty: every config); unknown names are left
@@ -60,12 +62,16 @@ def _wanted(defs: Iterable[ConfigDef], keys: Iterable[str] | None) -> list[Confi
 
 def _entry(defn: ConfigDef, value: str | None, source: int, read_only: bool,
            synonyms: list[dict[str, Any]], documentation: bool) -> dict[str, Any]:
+    sensitive = defn.type == "password"  # as Kafka: never sent, reported as sensitive
+    if sensitive:
+        value = None
+        synonyms = [{**s, "value": None} for s in synonyms]
     return {
         "name": defn.name,
         "value": value,
         "read_only": read_only,
         "config_source": source,
-        "is_sensitive": False,
+        "is_sensitive": sensitive,
         "synonyms": synonyms,
         "config_type": CONFIG_TYPES.get(defn.type, 0),
         "documentation": defn.doc if documentation else None,

@@ -75,8 +75,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         buffers: ReadBufferPool,
         memory: RequestMemoryPool,
         read_buffer: bytearray,
+        security: Any = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.security = security  # the listener's ListenerSecurity (None: plain PLAINTEXT)
+        self.session: Any = None  # its SaslSession: who this client is, once made
         self._buffers = buffers  # the broker's, shared by its connections
         self._memory = memory  # queued.max.request.bytes, shared by the broker's connections
         self._max_frame = max_frame_bytes
@@ -124,6 +127,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
+        sec = self.security
+        if sec is not None:
+            principal = None
+            if sec.tls:
+                # TLS traffic must go through the transport: no direct writev/sendfile.
+                self._direct_disabled = True
+                ssl_object = transport.get_extra_info("ssl_object")
+                cert = ssl_object.getpeercert() if ssl_object is not None else None
+                if sec.protocol == "SSL":
+                    principal = sec.principal_mapper.principal(cert)
+                    if cert:
+                        log.info("connection %s from %s:%s: TLS client certificate, principal "
+                                 "%s", self.connection_id, *self.peer, principal)
+            self.session = sec.new_session(principal)
         self.connections.add(self)
         self._worker = self._loop.create_task(self._run())
 
@@ -315,10 +332,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self._frame_more()
                 self.idle.clear()
                 self._handling = True
+                session = self.session
                 try:
-                    result = await self.dispatcher.handle(
-                        frame, self.peer[0], self.peer[1], self.connection_id
-                    )
+                    if session is not None and session.raw_mode:
+                        result = self._raw_sasl_token(frame)
+                    else:
+                        result = await self.dispatcher.handle(
+                            frame, self.peer[0], self.peer[1], self.connection_id,
+                            session=session,
+                        )
                 finally:
                     self._handling = False
                     memory.release(len(frame))
@@ -333,6 +355,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     if stages is not None:
                         trace.finish(stages, self.connection_id)
                     self.idle.set()
+                if session is not None and session.close_reason is not None:
+                    # Kafka closes after a refused handshake or a failed authentication,
+                    # once the answer that says why is written.
+                    if self._sender is not None:
+                        await asyncio.shield(self._sender)
+                    self.close(session.close_reason)
+                    break
                 mute_s = self.dispatcher.take_mute(self.connection_id)
                 if mute_s > 0:  # a quota throttle: Kafka mutes the channel this long
                     await asyncio.sleep(mute_s)
@@ -347,6 +376,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._close_after(e)
         finally:
             self.connections.discard(self)
+
+    def _raw_sasl_token(self, frame: bytes | memoryview) -> list[bytes | FileRegion] | None:
+        """After a v0 SaslHandshake the client sends bare SASL tokens (no request header) and
+        expects bare tokens back; a failure closes the connection without an answer."""
+        from nerve.security.sasl import AuthenticationFailed
+
+        try:
+            answer, _, _ = self.session.authenticate(bytes(frame))
+        except AuthenticationFailed:
+            return None
+        return [_I32.pack(len(answer)), answer]
 
     def _queue_answer(self, result: Any, stages: trace.Stages | None) -> None:
         self._outbox.append(result)

@@ -16,7 +16,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nerve.storage.handles import default_capacity, open_file_limit
 
@@ -95,8 +95,10 @@ class Listener:
         max_connections: int,
         max_connections_per_ip: int,
         idle_ms: int,
+        security: Any = None,
     ) -> None:
         self.sock = sock
+        self.security = security  # nerve.security.sasl.ListenerSecurity (TLS context, SASL)
         self._factory = factory
         self._connections = connections
         self.max_connections = max_connections
@@ -189,8 +191,16 @@ class Listener:
         protocol.on_lost = lambda: self._lost(ip)
         try:
             conn.setblocking(False)
-            await self._loop.connect_accepted_socket(lambda: protocol, sock=conn)
-        except OSError as e:
+            sec = self.security
+            if sec is not None and sec.tls:
+                # A failed handshake (untrusted or expired certificate, not TLS at all) ends
+                # here as an ssl.SSLError: one line, the client sees its TLS alert.
+                await self._loop.connect_accepted_socket(
+                    lambda: protocol, sock=conn, ssl=sec.ssl_context,
+                    ssl_handshake_timeout=10.0)
+            else:
+                await self._loop.connect_accepted_socket(lambda: protocol, sock=conn)
+        except (OSError, TimeoutError) as e:
             conn.close()
             if protocol.on_lost is not None:
                 protocol.on_lost = None

@@ -27,7 +27,19 @@ def _cluster(bootstrap: str, timeout: float, client_id: str = "nerve-cli") -> Cl
     # Imported on use: `nerve serve` should not pay for confluent-kafka at start-up.
     from nerve.tools.kafka import Cluster as _Cluster
 
-    return _Cluster(bootstrap, timeout, client_id)
+    ctx = click.get_current_context(silent=True)
+    config_file = ctx.meta.get("nerve.command_config") if ctx is not None else None
+    client_config = None
+    if config_file:
+        from nerve.tools.client_config import load_command_config
+
+        client_config = load_command_config(config_file)
+    return _Cluster(bootstrap, timeout, client_id, client_config)
+
+
+def _remember_command_config(ctx: click.Context, _param: Any, value: str | None) -> None:
+    if value:
+        ctx.meta["nerve.command_config"] = value
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,6 +48,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _bootstrap_options(fn: F) -> F:
     fn = click.option("--timeout", type=float, default=5.0, show_default=True,
                       help="Seconds to wait for the broker.")(fn)
+    fn = click.option("--command-config", envvar="NERVE_COMMAND_CONFIG", metavar="FILE",
+                      type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                      callback=_remember_command_config,
+                      help="Kafka client properties for a secured cluster (security.protocol, "
+                           "sasl.mechanism, sasl.jaas.config, ssl.truststore.location, ...), "
+                           "as Kafka's tools take them.")(fn)
     fn = click.option("--bootstrap-server", "-b", "bootstrap", envvar="NERVE_BOOTSTRAP_SERVER",
                       default=DEFAULT_BOOTSTRAP, show_default=True, metavar="HOST:PORT",
                       help="Kafka bootstrap address (env NERVE_BOOTSTRAP_SERVER).")(fn)

@@ -206,17 +206,21 @@ class Cluster:
     """One bootstrap address and the clients for it. Thread-safe: the console shares one."""
 
     def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, timeout: float = 5.0,
-                 client_id: str = "nerve-cli") -> None:
+                 client_id: str = "nerve-cli",
+                 client_config: dict[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.timeout = timeout
         self.client_id = client_id
+        # librdkafka settings for a secured cluster (--command-config: security.protocol,
+        # sasl.*, ssl.*), added to every client made here.
+        self.client_config = dict(client_config or {})
         self._admin: AdminClient | None = None
         self._producer: Producer | None = None
         self._lock = threading.Lock()
 
     def conf(self, **extra: Any) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap, "client.id": self.client_id,
-                "logger": _rdkafka_log, **extra}
+                "logger": _rdkafka_log, **self.client_config, **extra}
 
     @property
     def admin(self) -> AdminClient:

@@ -30,6 +30,9 @@ class FakeBroker:
     advertised_host: str = "127.0.0.1"
     advertised_port: int = 9092
 
+    def endpoint(self, listener_name: str) -> tuple[str, int]:
+        return self.advertised_host, self.advertised_port
+
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[FakeBroker]:
