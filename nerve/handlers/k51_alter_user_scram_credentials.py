@@ -6,7 +6,8 @@ salt, iterations, stored key and server key (nerve/security/credentials.py), dur
 atomic rename) before it answers. A user whose part of the request has an error changes
 nothing: UNSUPPORTED_SASL_MECHANISM (unknown mechanism), UNACCEPTABLE_CREDENTIAL (empty name,
 iterations outside 4096-16384, empty salt or salted password), DUPLICATE_RESOURCE (the same
-user and mechanism twice), RESOURCE_NOT_FOUND (deleting what does not exist).
+user and mechanism twice), RESOURCE_NOT_FOUND (deleting what does not exist). With an
+authorizer, ALTER on the cluster is needed (else CLUSTER_AUTHORIZATION_FAILED for every user).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from nerve.handlers import RequestContext, api
 from nerve.protocol.errors import ErrorCode
 from nerve.protocol.messages import build, response_class
+from nerve.security.acl import CLUSTER, AclOperation, authorize
 from nerve.security.scram import (
     MAX_ITERATIONS,
     MECHANISM_NAMES,
@@ -65,8 +67,10 @@ async def handle_alter_user_scram_credentials(ctx: RequestContext, request: Any)
         by_user.setdefault(u.name, []).append(("upsert", u))
     results = []
     changed = False
+    allowed = authorize(ctx, AclOperation.ALTER, CLUSTER)
     for name, ops in by_user.items():
-        code, message = _check(store, ops)
+        code, message = _check(store, ops) if allowed else (
+            ErrorCode.cluster_authorization_failed, None)
         if code is ErrorCode.none:
             for kind, op in ops:
                 mech = MECHANISM_NAMES[op.mechanism]

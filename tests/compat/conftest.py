@@ -40,10 +40,11 @@ class KafkaProcess:
     """Apache Kafka (KRaft, broker+controller) via scripts/kafka-broker, in its own dir."""
 
     def __init__(self, directory: Path | str, nodes: int = 1,
-                 sets: dict[str, str] | None = None) -> None:
+                 sets: dict[str, str] | None = None, listeners: list[str] = ()) -> None:
         self.dir = Path(directory)
         self.nodes = nodes
         self.sets = dict(sets or {})
+        self.listeners = list(listeners)  # extra NAME:PROTOCOL:PORT (scripts/kafka-broker)
         self.bootstrap = ""
         self.startup_s: float | None = None
 
@@ -51,6 +52,8 @@ class KafkaProcess:
         args = [str(KAFKA_BROKER), "start", "--nodes", str(self.nodes), "--dir", str(self.dir)]
         for k, v in self.sets.items():
             args += ["--set", f"{k}={v}"]
+        for item in self.listeners:
+            args += ["--listener", item]
         r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             raise KafkaStartError(f"scripts/kafka-broker start failed ({r.returncode}):\n"
