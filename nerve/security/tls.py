@@ -68,9 +68,11 @@ def server_context(get: Getter, listener: str) -> ssl.SSLContext:
     """The SSLContext for `listener`, from Kafka's ssl.* settings; ConfigError if they are
     incomplete or unreadable."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    for kind in ("ssl.keystore.type", "ssl.truststore.type"):
+    for kind, material in (("ssl.keystore.type", ("ssl.keystore.location",)),
+                           ("ssl.truststore.type", ("ssl.truststore.location",
+                                                    "ssl.truststore.certificates"))):
         value = (get(kind) or "PEM").upper()
-        if value != "PEM":
+        if value != "PEM" and any(get(m) for m in material):
             raise ConfigError(f"{kind}={value} on listener {listener}: nerve reads PEM only "
                               f"(set {kind}=PEM)")
     password = get("ssl.key.password") or get("ssl.keystore.password") or None
