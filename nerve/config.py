@@ -67,6 +67,47 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("segment.ms", "long", "604800000", "segment age before a roll", "log.roll.ms"),
         ConfigDef("unclean.leader.election.enable", "boolean", "false", "single node",
                   "unclean.leader.election.enable"),
+        # Accepted and reported with Kafka 4.4's defaults, without effect on nerve (no
+        # replication, no tiered storage; batches are stored as produced), so a framework or
+        # a copied topic config that sets one is not refused. Listed in docs/compatibility.md.
+        *(
+            ConfigDef(name, typ, default, f"accepted, no effect in nerve: {why}", broker)
+            for name, typ, default, broker, why in (
+                ("compression.gzip.level", "int", "-1", "compression.gzip.level",
+                 "batches are stored as produced"),
+                ("compression.lz4.level", "int", "9", "compression.lz4.level",
+                 "batches are stored as produced"),
+                ("compression.zstd.level", "int", "3", "compression.zstd.level",
+                 "batches are stored as produced"),
+                ("errors.deadletterqueue.group.enable", "boolean", "false", None,
+                 "share groups are not served"),
+                ("follower.replication.throttled.replicas", "list", "", None,
+                 "no replication"),
+                ("leader.replication.throttled.replicas", "list", "", None, "no replication"),
+                ("local.retention.bytes", "long", "-2", "log.local.retention.bytes",
+                 "no tiered storage"),
+                ("local.retention.ms", "long", "-2", "log.local.retention.ms",
+                 "no tiered storage"),
+                ("max.decompressed.message.bytes", "int", "2147483639",
+                 "max.decompressed.message.bytes", "batches are not decompressed on produce"),
+                ("message.timestamp.after.max.ms", "long", "3600000",
+                 "log.message.timestamp.after.max.ms", "timestamps are not range-checked"),
+                ("message.timestamp.before.max.ms", "long", "9223372036854775807",
+                 "log.message.timestamp.before.max.ms", "timestamps are not range-checked"),
+                ("preallocate", "boolean", "false", "log.preallocate",
+                 "segments are not preallocated"),
+                ("remote.copy.lag.bytes", "long", "-1", "log.remote.copy.lag.bytes",
+                 "no tiered storage"),
+                ("remote.copy.lag.ms", "long", "0", "log.remote.copy.lag.ms",
+                 "no tiered storage"),
+                ("remote.log.copy.disable", "boolean", "false", None, "no tiered storage"),
+                ("remote.log.delete.on.disable", "boolean", "false", None,
+                 "no tiered storage"),
+                ("remote.storage.enable", "boolean", "false", None, "no tiered storage"),
+                ("segment.jitter.ms", "long", "0", "log.roll.jitter.ms",
+                 "segments roll without jitter"),
+            )
+        ),
     )
 }
 
@@ -262,6 +303,9 @@ def _check_value(defn: ConfigDef, value: str) -> str:
     ):
         raise ConfigError(f"authorizer.class.name {value!r} is not supported (use "
                           "org.apache.kafka.metadata.authorizer.StandardAuthorizer)")
+    if name == "remote.storage.enable" and raw.lower() == "true":
+        # Accepting it would promise tiering that never happens.
+        raise invalid_value(name, value, "nerve has no tiered storage")
     if defn.type == "boolean":
         return raw.lower()
     return raw if parsed is not None else value

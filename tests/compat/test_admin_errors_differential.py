@@ -292,3 +292,44 @@ def test_create_partitions_and_delete_records_errors(broker: Broker,
     }
     # DeleteRecords has no message field: its codes and low watermarks are what clients see.
     assert deletes == [(1, -1), (3, -1), (3, -1), (0, 0), (1, -1), (0, 2)]
+
+
+def test_every_kafka_topic_config_is_known(broker: Broker, unique: Callable[[str], str]) -> None:
+    """A topic's DescribeConfigs lists the same names with the same defaults as Kafka 4.4, and
+    each of them is accepted by CreateTopics (a framework or a config copied from a Kafka
+    cluster may set any; nerve refused preallocate, segment.jitter.ms, local.retention.ms ...).
+    """
+    from confluent_kafka.admin import ConfigResource
+
+    topic = unique("cfgnames")
+    create_topic(broker.bootstrap, topic)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    res = ConfigResource("topic", topic)
+    described = admin.describe_configs([res])[res].result(20)
+    defaults = {name: entry.value for name, entry in described.items()}
+    # min.insync.replicas is a broker setting in both compat sessions; values only for the rest
+    assert "preallocate" in defaults and "segment.jitter.ms" in defaults
+    assert {k: v for k, v in defaults.items() if k != "min.insync.replicas"} == {
+        "cleanup.policy": "delete", "compression.gzip.level": "-1",
+        "compression.lz4.level": "9", "compression.type": "producer",
+        "compression.zstd.level": "3", "delete.retention.ms": "86400000",
+        "errors.deadletterqueue.group.enable": "false", "file.delete.delay.ms": "60000",
+        "flush.messages": "9223372036854775807", "flush.ms": "9223372036854775807",
+        "follower.replication.throttled.replicas": "", "index.interval.bytes": "4096",
+        "leader.replication.throttled.replicas": "", "local.retention.bytes": "-2",
+        "local.retention.ms": "-2", "max.compaction.lag.ms": "9223372036854775807",
+        "max.decompressed.message.bytes": "2147483639", "max.message.bytes": "1048588",
+        "message.timestamp.after.max.ms": "3600000",
+        "message.timestamp.before.max.ms": "9223372036854775807",
+        "message.timestamp.type": "CreateTime", "min.cleanable.dirty.ratio": "0.5",
+        "min.compaction.lag.ms": "0", "preallocate": "false", "remote.copy.lag.bytes": "-1",
+        "remote.copy.lag.ms": "0", "remote.log.copy.disable": "false",
+        "remote.log.delete.on.disable": "false", "remote.storage.enable": "false",
+        "retention.bytes": "-1", "retention.ms": "604800000", "segment.bytes": "1073741824",
+        "segment.index.bytes": "10485760", "segment.jitter.ms": "0",
+        "segment.ms": "604800000", "unclean.leader.election.enable": "false"}
+    # every name accepted with its default value (validate_only: nothing is created)
+    settable = [(k, v) for k, v in defaults.items()
+                if v not in ("", None) and k != "min.insync.replicas"]
+    with WireClient(broker.bootstrap) as c:
+        assert create(c, unique("cfgall"), configs=settable) == [(0, None)]
