@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nerve.protocol.compression import XERIAL_MAGIC, decompress
 from nerve.protocol.records import (
     BATCH_HEADER_SIZE,
     COMPRESSION_MASK,
@@ -61,8 +62,7 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 _TXN_ENTRY = struct.Struct(">hqqqq")
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
+_XERIAL_HEADER = XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK = 32 * 1024
 PAUSE_ENV = "NERVE_CLEANER_PAUSE_AT"  # test hook: pause a pass at this step (see pause())
 
@@ -143,29 +143,6 @@ class Throttler:
 
 
 # ---- codecs (the batch's own codec, as Kafka recompresses) ----
-
-def decompress(codec: int, data: bytes | memoryview) -> bytes:
-    if codec == 1:
-        return gzip.decompress(data)
-    import cramjam
-
-    if codec == 2:
-        data = bytes(data)
-        if data.startswith(_XERIAL_MAGIC):  # the Java client's framing: [len][raw]...
-            out = bytearray()
-            pos = 16
-            while pos + 4 <= len(data):
-                n = int.from_bytes(data[pos:pos + 4], "big")
-                out += bytes(cramjam.snappy.decompress_raw(data[pos + 4:pos + 4 + n]))
-                pos += 4 + n
-            return bytes(out)
-        return bytes(cramjam.snappy.decompress_raw(data))
-    if codec == 3:
-        return bytes(cramjam.lz4.decompress(bytes(data)))
-    if codec == 4:
-        return bytes(cramjam.zstd.decompress(bytes(data)))
-    raise ValueError(f"unknown compression codec {codec}")
-
 
 def compress(codec: int, data: bytes) -> bytes:
     if codec == 1:

@@ -516,32 +516,8 @@ class Cluster:
                 partition: int | None = None) -> list[tuple[int, int]]:
         """Produce and wait for every acknowledgement; returns (partition, offset) of each."""
         self.require_topic(topic)
-        acks: list[tuple[int, int]] = []
-        errors: list[str] = []
-
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is not None:
-                errors.append(f"{err.name()}: {err.str()}")
-            else:
-                acks.append((msg.partition(), msg.offset()))
-
-        p = self.producer
-        kw: dict[str, Any] = {} if partition is None else {"partition": partition}
-        for key, value, headers in records:
-            while True:
-                try:
-                    p.produce(topic, value=value, key=key, headers=headers or None,
-                              on_delivery=on_delivery, **kw)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    p.poll(0.1)
-        left = p.flush(self.timeout * 4)
-        if errors:
-            raise ToolError(f"produce to '{topic}' failed: {errors[0]}")
-        if left:
-            raise Unreachable(f"cannot reach broker at {self.bootstrap}: "
-                              f"{left} message(s) not acknowledged")
-        return acks
+        return send_and_wait(self.producer, topic, records, partition,
+                             self.timeout * 4, self.bootstrap)
 
     def start_positions(self, topic: str, partitions: Sequence[int], mode: str,
                         value: int | None = None) -> dict[int, int]:
@@ -630,3 +606,36 @@ def _source_name(v: Any) -> str:
 
 def _enum_name(v: Any) -> str:
     return getattr(v, "name", str(v)).upper()
+
+
+def send_and_wait(p: Any, topic: str,
+                  records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+                  partition: int | None, timeout: float,
+                  bootstrap: str) -> list[tuple[int, int]]:
+    """Produce with librdkafka producer `p` and wait for every acknowledgement; returns the
+    (partition, offset) of each; the first delivery error is a ToolError."""
+    acks: list[tuple[int, int]] = []
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(f"{err.name()}: {err.str()}")
+        else:
+            acks.append((msg.partition(), msg.offset()))
+
+    kw: dict[str, Any] = {} if partition is None else {"partition": partition}
+    for key, value, headers in records:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, headers=headers or None,
+                          on_delivery=on_delivery, **kw)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                p.poll(0.1)
+    left = p.flush(timeout)
+    if errors:
+        raise ToolError(f"produce to '{topic}' failed: {errors[0]}")
+    if left:
+        raise Unreachable(f"cannot reach broker at {bootstrap}: "
+                          f"{left} message(s) not acknowledged")
+    return acks

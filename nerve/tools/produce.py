@@ -23,6 +23,7 @@ from nerve.tools.common import (
     _tool_errors,
     unescape,
 )
+from nerve.tools.kafka import send_and_wait
 
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -140,28 +141,4 @@ def send(cluster: Any, topic: str, records: list[Message], partition: int | None
         time.sleep(0.25)
     if partition is not None and t.partitions and partition not in t.partitions:
         raise ToolError(f"topic '{topic}' has no partition {partition}")
-    done: list[tuple[int, int]] = []
-    errors: list[str] = []
-
-    def on_delivery(e: Any, msg: Any) -> None:
-        if e is not None:
-            errors.append(f"{e.name()}: {e.str()}")
-        else:
-            done.append((msg.partition(), msg.offset()))
-
-    kw: dict[str, Any] = {} if partition is None else {"partition": partition}
-    for key, value, headers in records:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key, headers=headers or None,
-                          on_delivery=on_delivery, **kw)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                p.poll(0.1)
-    left = p.flush(cluster.timeout * 5)
-    if errors:
-        raise ToolError(f"produce to '{topic}' failed: {errors[0]}")
-    if left:
-        raise Unreachable(f"cannot reach broker at {cluster.bootstrap}: "
-                          f"{left} message(s) not acknowledged")
-    return done
+    return send_and_wait(p, topic, records, partition, cluster.timeout * 5, cluster.bootstrap)
