@@ -198,6 +198,23 @@ def _cleaner_families(m: dict[str, Any]) -> Iterator[Any]:
         topic, _, partition = str(name).rpartition("-")
         ratio.add_metric([topic, partition], float(v))
     yield ratio
+    # The rest of a partition's cleaning state, as `nerve topics describe` shows it.
+    states = dict(m.get("partitions") or {})
+    for key, doc in _CLEANER_PARTITION_GAUGES.items():
+        fam = GaugeMetricFamily(f"nerve_cleaner_partition_{key}", doc,
+                                labels=["topic", "partition"])
+        for name, state in sorted(states.items()):
+            topic, _, partition = str(name).rpartition("-")
+            fam.add_metric([topic, partition], float(state.get(key, 0)))
+        yield fam
+
+
+_CLEANER_PARTITION_GAUGES = {
+    "first_dirty_offset": "First offset of a compacted partition not yet cleaned",
+    "last_clean_ms": "When a compacted partition was last cleaned (epoch ms; -1: never)",
+    "passes": "Cleaning passes of a compacted partition",
+    "bytes_reclaimed": "Bytes cleaning freed in a compacted partition",
+}
 
 
 def registry_for(broker: Broker) -> CollectorRegistry:

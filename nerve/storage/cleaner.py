@@ -481,5 +481,6 @@ class LogCleaner:
             "bytes_reclaimed": s.bytes_reclaimed, "records_read": s.records_read,
             "records_kept": s.records_kept, "seconds": round(s.seconds, 3),
             "dirty_ratio": {name: p.dirty_ratio for name, p in s.partitions.items()},
+            "partitions": {name: p.as_dict() for name, p in s.partitions.items()},
         }
 

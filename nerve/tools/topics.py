@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from nerve.tools.base import ToolError
@@ -45,13 +47,25 @@ def topics_list(bootstrap: str, timeout: float, as_json: bool, internal: bool) -
 @_bootstrap_options
 @_json_option
 @click.option("--all-configs", is_flag=True, help="Also show configs left at their default.")
+@click.option("--metrics-url", envvar="NERVE_METRICS_URL", metavar="URL",
+              help="A nerve broker's metrics endpoint, read for the cleaning state of a "
+                   "compacted topic [default: port 9464 of the bootstrap host].")
 @_tool_errors
 def topics_describe(topic: str, bootstrap: str, timeout: float, as_json: bool,
-                    all_configs: bool) -> None:
-    """Partitions (leader, replicas, start/end offsets) and configs of TOPIC."""
+                    all_configs: bool, metrics_url: str | None) -> None:
+    """Partitions (leader, replicas, start/end offsets) and configs of TOPIC, and the
+    cleaning state of a compacted topic on nerve."""
     info = _cluster(bootstrap, timeout).describe_topic(topic)
+    policy = next((c["value"] for c in info.configs if c["name"] == "cleanup.policy"), "")
+    cleaning: list[dict[str, float]] | None = None
+    url = metrics_url or f"http://{bootstrap.split(',')[0].rsplit(':', 1)[0]}:9464/metrics"
+    if "compact" in (policy or ""):
+        cleaning = cleaning_state(url, topic, min(timeout, 2.0))
     if as_json:
-        _dump(info.to_json())
+        out = info.to_json()
+        if "compact" in (policy or ""):
+            out["cleaning"] = cleaning
+        _dump(out)
         return
     click.echo(f"Topic: {info.name}  partitions: {len(info.partitions)}  "
                f"messages: {info.messages}")
@@ -64,6 +78,50 @@ def topics_describe(topic: str, bootstrap: str, timeout: float, as_json: bool,
     if shown:
         click.echo(table(["NAME", "VALUE", "SOURCE"],
                          [[c["name"], c["value"], c["source"]] for c in shown]))
+    if "compact" in (policy or ""):
+        if cleaning is None:
+            click.echo(f"Cleaning: not known (no nerve metrics at {url}; Kafka shows its "
+                       "cleaner over JMX)")
+        else:
+            click.echo("Cleaning:")
+            click.echo(table(
+                ["PARTITION", "DIRTY RATIO", "FIRST DIRTY", "LAST CLEAN", "PASSES", "RECLAIMED"],
+                [[int(c["partition"]), f"{c['dirty_ratio']:.2f}", int(c["first_dirty_offset"]),
+                  _when(c["last_clean_ms"]), int(c["passes"]), int(c["bytes_reclaimed"])]
+                 for c in cleaning]))
+
+
+def cleaning_state(url: str, topic: str, timeout: float) -> list[dict[str, float]] | None:
+    """Per-partition cleaning state of `topic` from a nerve broker's Prometheus endpoint
+    (the Kafka protocol has no field for it); None when there is none to read."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return None
+    parts: dict[int, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("nerve_cleaner_"):
+            continue
+        key = fam.name.removeprefix("nerve_cleaner_partition_").removeprefix("nerve_cleaner_")
+        for sample in fam.samples:
+            if sample.labels.get("topic") == topic and "partition" in sample.labels:
+                p = int(sample.labels["partition"])
+                parts.setdefault(p, {"partition": p})[key] = sample.value
+    if not parts:
+        return None
+    keys = ("dirty_ratio", "first_dirty_offset", "last_clean_ms", "passes", "bytes_reclaimed")
+    return [{k: parts[p].get(k, 0.0) for k in ("partition", *keys)} for p in sorted(parts)]
+
+
+def _when(ms: float) -> str:
+    if ms < 0:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 @topics.command("create")

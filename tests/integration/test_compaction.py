@@ -4,6 +4,7 @@ step of a cleaning pass (NERVE_CLEANER_PAUSE_AT) loses no acknowledged latest va
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from tests.compaction import (
 )
 from tests.helpers import NerveProcess, free_port
 from tests.integration.test_streams_eos import wordcount_cp  # noqa: F401 (fixture)
+from tests.integration.test_tools_cli import cli, ok
 
 FAST_CLEANER = ["--set", "log.cleaner.backoff.ms=200"]
 
@@ -67,6 +69,20 @@ def test_latest_value_per_key_then_tombstones_go(broker: NerveProcess) -> None:
     assert cells[0] == "0" and int(cells[3]) >= 2 and int(cells[4]) > 0, cleaning
     assert "never" not in cleaning  # last clean
     assert 'data-confirm-if="cleanup.policy"' in page
+    # `nerve topics describe` shows the same state, read from the broker's metrics endpoint.
+    assert broker.metrics_url
+    desc = json.loads(ok(cli(broker.bootstrap, "topics", "describe", topic, "--json",
+                             "--metrics-url", broker.metrics_url)))
+    (state,) = desc["cleaning"]
+    assert state["partition"] == 0 and state["passes"] >= 2 and state["bytes_reclaimed"] > 0
+    assert state["last_clean_ms"] > 0 and 0 <= state["dirty_ratio"] <= 1
+    text = ok(cli(broker.bootstrap, "topics", "describe", topic,
+                  "--metrics-url", broker.metrics_url))
+    assert "Cleaning:" in text and "DIRTY RATIO" in text and "never" not in text
+    # nothing listening there (a Kafka cluster): said in one line, the rest still shown
+    text = ok(cli(broker.bootstrap, "topics", "describe", topic,
+                  "--metrics-url", f"http://127.0.0.1:{free_port()}/metrics"))
+    assert "Cleaning: not known" in text and "PARTITION" in text
     other = "plain-topic"
     create_topic(broker.bootstrap, other, {"cleanup.policy": "delete"})
     plain = httpx.get(f"{_console_url(broker)}/topics/{other}", timeout=20).text
