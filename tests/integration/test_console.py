@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,8 +73,23 @@ def commit_at(bootstrap: str, group: str, topic: str, offset: int) -> None:
     """A consumer of `group` that commits `offset` on partition 0 and leaves."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                   "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
-    c.close()
+    # A fresh Kafka answers NOT_COORDINATOR while __consumer_offsets is still being created and
+    # loaded; librdkafka hands that to a synchronous commit instead of retrying it.
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+                return
+            except KafkaException as e:
+                transient = e.args[0].retriable() or e.args[0].code() in (
+                    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        c.close()
 
 
 def sse_events(resp: httpx.Response) -> Iterator[tuple[str, Any]]:
