@@ -191,6 +191,11 @@ class Listener:
         protocol.on_lost = lambda: self._lost(ip)
         try:
             conn.setblocking(False)
+            # Kafka's SocketServer sets TCP_NODELAY; asyncio sets it only on sockets whose
+            # proto is IPPROTO_TCP, and accept() on socket.create_server's gives proto 0.
+            # Without it a small answer written while the previous one is unacknowledged
+            # waits for the client's delayed ACK (~40 ms): every pipelined request paid it.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sec = self.security
             if sec is not None and sec.tls:
                 # A failed handshake (untrusted or expired certificate, not TLS at all) ends
