@@ -71,7 +71,9 @@ class DeferredResponse:
 
     The connection meanwhile goes on handling the next requests, so one group-commit fsync can
     cover several requests of the same connection; answers still leave in request order.
-    `ready` resolves to what a handler would have returned (a kio response or RawResponse).
+    `ready` resolves to what a handler would have returned (a kio response or RawResponse);
+    when it is an asyncio Future, the dispatcher encodes the answer from its done-callback
+    (no task per request).
     """
 
     ready: Awaitable[Any]

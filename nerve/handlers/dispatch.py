@@ -8,6 +8,7 @@ a request it cannot parse, and so do we, after one log line.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -115,6 +116,13 @@ class Dispatcher:
             # know whether the broker speaks flexible versions).
             flexible_header = flexible and api_key != API_VERSIONS_KEY
             if isinstance(response, DeferredResponse):
+                ready = response.ready
+                if isinstance(ready, asyncio.Future):  # encoded from its callback, no task
+                    out: asyncio.Future[Parts | None] = ready.get_loop().create_future()
+                    ready.add_done_callback(functools.partial(
+                        self._encode_when_ready, out, correlation_id, flexible_header,
+                        api_key, api_version, started))
+                    return out
                 return asyncio.ensure_future(
                     self._encode_later(response, correlation_id, flexible_header, api_key,
                                        api_version, started)
@@ -140,6 +148,26 @@ class Dispatcher:
         response = await deferred.ready
         self._observe(api_key, api_version, started, response)
         return self._encode(response, correlation_id, flexible_header)
+
+    def _encode_when_ready(
+        self, out: asyncio.Future[Parts | None], correlation_id: int, flexible_header: bool,
+        api_key: int, api_version: int, started: float, ready: asyncio.Future[Any],
+    ) -> None:
+        if out.done():  # the connection closed and dropped it
+            return
+        if ready.cancelled():
+            out.cancel()
+            return
+        error = ready.exception()
+        if error is not None:
+            out.set_exception(error)
+            return
+        try:
+            response = ready.result()
+            self._observe(api_key, api_version, started, response)
+            out.set_result(self._encode(response, correlation_id, flexible_header))
+        except Exception as e:  # a nerve bug: the connection logs it and closes
+            out.set_exception(e)
 
     @staticmethod
     def _encode(response: Any, correlation_id: int, flexible_header: bool) -> Parts | None:

@@ -31,6 +31,7 @@ Version notes: v0-2 are advertised but refused (the connection is closed), becau
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -202,10 +203,54 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     if acks == -1 and touched and ctx.broker.config.get_bool("acks.all.fsync"):
         # Joins the group commit now; the connection handles its next requests meanwhile, so
         # a client's pipelined produce requests share fsync rounds instead of queueing.
-        flushed = asyncio.ensure_future(ctx.broker.logs.flush([t[0] for t in touched]))
-        return DeferredResponse(_after(flushed, ctx.version, responses, touched, throttle))
+        logs = [t[0] for t in touched]
+        if trace.ENABLED:  # a task, so that the round's stages mark this request's trace
+            flushed = asyncio.ensure_future(ctx.broker.logs.flush(logs))
+            return DeferredResponse(_after(flushed, ctx.version, responses, touched, throttle))
+        round_done = ctx.broker.logs.join_round(logs)
+        if round_done is None:  # every log closed meanwhile (deleted): nothing to wait for
+            return _answer(ctx.version, responses, touched, throttle)
+        # Answered from the round's callback: no task per request (bench/request_cost.py).
+        answer: asyncio.Future[RawResponse] = asyncio.get_running_loop().create_future()
+        round_done.add_done_callback(functools.partial(
+            _answer_after_round, answer, ctx.version, responses, touched, throttle))
+        return DeferredResponse(answer)
     return RawResponse([encode_produce_response(ctx.version, responses,
                                                 throttle_time_ms=throttle)])
+
+
+def _answer(
+    version: int, responses: list[tuple[str, list[ProducePartitionResult]]],
+    touched: list[_Appended], throttle: int,
+) -> RawResponse:
+    """The answer once the fsync round is over: a partition whose append the round did not
+    make durable (its fsync failed and cut the log) is KAFKA_STORAGE_ERROR."""
+    for plog, end_offset, truncations, parts, i in touched:
+        if not plog.closed and not plog.acknowledged(end_offset, truncations):
+            parts[i] = ProducePartitionResult(
+                parts[i].index, ErrorCode.kafka_storage_error,
+                error_message=f"{plog.name}: fsync failed; the append was rolled back")
+    return RawResponse([encode_produce_response(version, responses, throttle_time_ms=throttle)])
+
+
+def _answer_after_round(
+    answer: asyncio.Future[RawResponse], version: int,
+    responses: list[tuple[str, list[ProducePartitionResult]]], touched: list[_Appended],
+    throttle: int, round_done: asyncio.Future[Any],
+) -> None:
+    if answer.done():  # the connection closed and dropped it
+        return
+    if round_done.cancelled():
+        answer.cancel()
+        return
+    error = round_done.exception()
+    if error is not None:
+        answer.set_exception(error)
+        return
+    try:
+        answer.set_result(_answer(version, responses, touched, throttle))
+    except Exception as e:  # a nerve bug: the connection logs it and closes
+        answer.set_exception(e)
 
 
 async def _after(
@@ -214,9 +259,4 @@ async def _after(
     throttle: int = 0,
 ) -> RawResponse:
     await flushed
-    for plog, end_offset, truncations, parts, i in touched:
-        if not plog.closed and not plog.acknowledged(end_offset, truncations):
-            parts[i] = ProducePartitionResult(
-                parts[i].index, ErrorCode.kafka_storage_error,
-                error_message=f"{plog.name}: fsync failed; the append was rolled back")
-    return RawResponse([encode_produce_response(version, responses, throttle_time_ms=throttle)])
+    return _answer(version, responses, touched, throttle)

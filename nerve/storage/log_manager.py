@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from nerve import trace
 from nerve.config import BrokerConfig, TopicConfig, validate_topic_configs
@@ -47,6 +48,7 @@ from nerve.storage.files import (
     unlink_quietly,
     write_file_atomic,
 )
+from nerve.storage.fsync_thread import FsyncThread
 from nerve.storage.handles import HandleCache, open_file_limit, shared_cache
 from nerve.storage.lock import DataDirLock
 from nerve.storage.log import FlushToken, PartitionLog
@@ -156,6 +158,7 @@ class LogManager:
         self._waiting: dict[int, PartitionLog] = {}
         self._next_round: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._fsync_thread = FsyncThread()  # runs the rounds' fsyncs (fsync_thread.py)
         self.fsync_rounds = 0  # rounds that fsynced something (tests, metrics)
         self.flush_stats = FlushStats()  # fsync round latency and logs per round (metrics)
         # The recovery-point checkpoint writer: one at a time, after fsync rounds.
@@ -443,17 +446,9 @@ class LogManager:
         One fsync round (one worker-thread job) covers every log waiting when it starts;
         callers arriving during a round join the next one.
         """
-        for plog in logs:
-            if not plog.closed:
-                self._waiting[id(plog)] = plog
-        if not self._waiting:
+        round_done = self.join_round(logs)
+        if round_done is None:
             return
-        if self._next_round is None:
-            self._next_round = asyncio.get_running_loop().create_future()
-            self._next_round.add_done_callback(_consume_exception)
-        round_done = self._next_round
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_rounds())
         if trace.ENABLED:
             trace.mark("fsync-queued")
             times = await asyncio.shield(round_done)
@@ -464,6 +459,23 @@ class LogManager:
             trace.mark("flushed")
         else:
             await asyncio.shield(round_done)
+
+    def join_round(self, logs: Iterable[PartitionLog]) -> asyncio.Future[Any] | None:
+        """`flush` without a coroutine: queue `logs` for the next fsync round and return that
+        round's future (None: no round is due). The future is shared by every caller of the
+        round: add a callback or await it shielded, never cancel it. Produce acks=all uses
+        this to answer from a callback, without a task per request."""
+        for plog in logs:
+            if not plog.closed:
+                self._waiting[id(plog)] = plog
+        if not self._waiting:
+            return None
+        if self._next_round is None:
+            self._next_round = asyncio.get_running_loop().create_future()
+            self._next_round.add_done_callback(_consume_exception)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_rounds())
+        return self._next_round
 
     async def _flush_rounds(self) -> None:
         try:
@@ -488,7 +500,7 @@ class LogManager:
                             tokens.append(token)
                     if tokens:
                         self.fsync_rounds += 1
-                        errors, fsync_start, fsync_end = await asyncio.to_thread(
+                        errors, fsync_start, fsync_end = await self._fsync_thread.run(
                             _run_tokens, tokens)
                         # time in the worker thread: the fsyncs themselves
                         self.flush_stats.seconds.observe(fsync_end - fsync_start)
@@ -606,6 +618,7 @@ class LogManager:
         """Synchronous flush + close + clean marker (for non-async shutdown paths)."""
         if self._closed or not self._loaded:
             return
+        self._fsync_thread.stop()  # after a round still running: its files stay open
         for plog in self._logs.values():
             plog.close()
         write_file_atomic(self.data_dir / RECOVERY_POINT_FILE, self._recovery_checkpoint_bytes())
