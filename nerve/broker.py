@@ -252,6 +252,13 @@ class Broker:
         heap.settle("start-up")  # the broker's long-lived objects: out of the GC's way
         self._trace_watch = trace.start_watchers()  # NERVE_TRACE_SLOW_MS only
 
+    def sasl_mechanisms(self, listener: str) -> tuple[str, ...]:
+        """The SASL mechanisms a listener enables (the embedded console's login offers them)."""
+        for spec, sec in zip(self.listeners, self._security, strict=False):
+            if spec.name == listener:
+                return tuple(sec.mechanisms)
+        return ()
+
     def reload_tls(self) -> None:
         """Rebuild every TLS listener's SSLContext from its files (SIGHUP): new connections
         get the new certificates; a listener whose material fails to load keeps the old."""

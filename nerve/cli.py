@@ -72,6 +72,18 @@ def main() -> None:
               help="Do not start the web console.")
 @click.option("--console-read-only", is_flag=True, envvar="NERVE_CONSOLE_READ_ONLY",
               help="Console without actions (produce, reset offsets, delete).")
+@click.option("--console-listener", envvar="NERVE_CONSOLE_LISTENER", default=None,
+              metavar="NAME", help="Listener the console connects to (default: the first "
+              "SASL_PLAINTEXT one, where each person logs in as their Kafka user; else the "
+              "first PLAINTEXT one).")
+@click.option("--console-read-only-users", envvar="NERVE_CONSOLE_READ_ONLY_USERS", default="",
+              metavar="USERS", help="Comma-separated users (alice or User:alice) who log in "
+              "with the read-only role: no actions.")
+@click.option("--console-sasl-mechanisms", envvar="NERVE_CONSOLE_SASL_MECHANISMS", default="",
+              help="Mechanisms the login form offers (default: the listener's enabled ones).")
+@click.option("--console-session-timeout", envvar="NERVE_CONSOLE_SESSION_TIMEOUT",
+              default=1800, show_default=True, type=click.IntRange(min=1),
+              help="Seconds without a request after which a console login ends.")
 # ---- Prometheus metrics (nerve/metrics.py), served on the broker's event loop
 @click.option("--metrics-port", envvar="NERVE_METRICS_PORT", default=None, type=int,
               help="Prometheus /metrics port, on --metrics-host (default 9464; if that one "
@@ -96,6 +108,10 @@ def serve(
     console_allowed_hosts: str,
     no_console: bool,
     console_read_only: bool,
+    console_listener: str | None,
+    console_read_only_users: str,
+    console_sasl_mechanisms: str,
+    console_session_timeout: int,
     metrics_port: int | None,
     metrics_host: str,
     no_metrics: bool,
@@ -118,14 +134,21 @@ def serve(
         raise click.ClickException(str(e)) from None
     console = None
     if not no_console:
+        from nerve.console.auth import parse_users
         from nerve.console.guard import refusal
 
-        if (why := refusal(console_host, console_read_only, console_password)) is not None:
+        if (not _console_logs_in(config, host, port, console_listener)
+                and (why := refusal(console_host, console_read_only, console_password))):
             click.echo(f"nerve: {why}", err=True)
             sys.exit(2)
         console = {"host": console_host, "port": console_port, "read_only": console_read_only,
                    "password": console_password or None,
-                   "allowed": tuple(console_allowed_hosts.split(","))}
+                   "allowed": tuple(console_allowed_hosts.split(",")),
+                   "listener": console_listener,
+                   "mechanisms": tuple(m.strip().upper() for m in
+                                       console_sasl_mechanisms.split(",") if m.strip()),
+                   "read_only_users": parse_users(console_read_only_users),
+                   "session_timeout_s": float(console_session_timeout)}
     metrics = None if no_metrics else {"host": metrics_host, "port": metrics_port}
     main_coro = _serve(host, port, data_dir, advertised_host, node_id, config, console,
                        metrics)
@@ -143,6 +166,20 @@ def serve(
         # A second broker on a live data dir, or a port that cannot be had: one line, exit 2.
         click.echo(f"nerve: {e}", err=True)
         sys.exit(2)
+
+
+def _console_logs_in(config: BrokerConfig, host: str, port: int, listener: str | None) -> bool:
+    """The embedded console will log people in (nerve/console/server.py picks the listener):
+    each has their own password, so no --console-password is needed off loopback."""
+    from nerve.security.listeners import parse_listeners
+
+    try:
+        specs = parse_listeners(config, host, port, None)
+    except ConfigError:
+        return False  # the broker reports it when it starts
+    if listener is not None:
+        return any(s.name == listener.upper() and s.protocol == "SASL_PLAINTEXT" for s in specs)
+    return any(s.protocol == "SASL_PLAINTEXT" for s in specs)
 
 
 def _import_console() -> None:

@@ -31,7 +31,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nerve.console import guard, pages, stories
+from nerve.console import auth, guard, pages, security_pages, session, stories
 from nerve.console.accounting import Accounting
 from nerve.tools.base import ToolError, UnknownGroup, UnknownTopic, Unreachable
 from nerve.tools.kafka import Cluster
@@ -177,12 +177,27 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
                accounting: Callable[[], Accounting | None] = lambda: None,
                hosts: set[str] | None = None, password: str | None = None,
                cleaning: Callable[[str], list[dict[str, Any]] | None] = lambda _t: None,
+               logins: auth.Logins | None = None,
                ) -> Starlette:
     """`hosts`: the Host names served (default: the loopback names); `password`: HTTP basic
-    auth for every request (nerve/console/guard.py)."""
-    sampler = Sampler(cluster)
+    auth for every request (nerve/console/guard.py); `logins`: a login per person, each
+    acting as its own Kafka principal (`cluster` is then an auth.SessionCluster)."""
+    samplers = [Sampler(cluster)]
+
+    def sampler_now() -> Sampler:
+        # With logins each has its own: users may see different topics.
+        current = session.login()
+        if current is None:
+            return samplers[0]
+        if "sampler" not in current.parts:
+            # Samplers of ended logins that nobody watches any more are dropped.
+            samplers[1:] = [s for s in samplers[1:] if s.queues]
+            current.parts["sampler"] = Sampler(cluster)
+            samplers.append(current.parts["sampler"])
+        return current.parts["sampler"]
+
     story_hub = stories.StoryHub(cluster)
-    ctx = pages.Ctx(bootstrap=cluster.bootstrap, read_only=read_only,
+    ctx = pages.Ctx(bootstrap=cluster.bootstrap, console_read_only=read_only,
                     stories=story_hub.available)
     # Set on shutdown: the endless SSE streams end by themselves, so the server can close
     # their connections cleanly instead of cancelling them after its grace period.
@@ -191,7 +206,7 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
     def shutdown() -> None:
         stopping.set()
         story_hub.close()
-        for q in list(sampler.queues):
+        for q in [q for s in samplers for q in s.queues]:
             q.put_nowait({"shutdown": True})
 
     def error_page(e: ToolError) -> HTMLResponse:
@@ -204,6 +219,9 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         if read_only:
             return PlainTextResponse("read-only console: actions are disabled\n",
                                      status_code=403)
+        if session.read_only_role():
+            return PlainTextResponse("your user has the read-only role: actions are "
+                                     "disabled\n", status_code=403)
         return None
 
     # ------------------------------------------------------------------ pages
@@ -367,6 +385,8 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
 
     # ------------------------------------------------------------------ streams
     async def overview_events(request: Request) -> Response:
+        sampler = sampler_now()
+
         async def stream() -> AsyncIterator[str]:
             async with sampler.subscribe() as q:
                 yield _sse("history", list(sampler.history))
@@ -462,11 +482,15 @@ def create_app(cluster: Cluster, *, read_only: bool = False,
         Route("/groups/{group}/delete", delete_group, methods=["POST"]),
         # Story pages (nerve demo shop|rides): nerve/console/stories.py
         *stories.routes(story_hub, ctx, stopping),
+        # Users, ACLs, quotas: nerve/console/security_pages.py; the login: auth.py
+        *security_pages.routes(ctx, cluster, guard_write, error_page),
+        *(auth.routes(logins, ctx) if logins is not None else []),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[
         Middleware(guard.Guard, hosts=hosts or guard.allowed_hosts("127.0.0.1"),
                    password=password),
+        *([Middleware(auth.LoginGate, logins=logins)] if logins is not None else []),
         Middleware(stories.NavRefresh, hub=story_hub)])
     app.state.cluster = cluster
     app.state.story_hub = story_hub

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from nerve import __version__
+from nerve.console import session
 from nerve.console.guard import CSRF_FIELD, current_token
 from nerve.tools.base import text
 from nerve.tools.kafka import GroupInfo, Record, ResetRow, TopicInfo
@@ -25,9 +26,14 @@ from nerve.tools.kafka import GroupInfo, Record, ResetRow, TopicInfo
 @dataclass(frozen=True)
 class Ctx:
     bootstrap: str
-    read_only: bool
+    console_read_only: bool  # the whole console (--console-read-only)
     # Stories whose topics exist (nerve/console/stories.py): linked from the nav.
     stories: Callable[[], Sequence[str]] = lambda: ()
+
+    @property
+    def read_only(self) -> bool:
+        """No write forms: the console is read-only, or the logged-in user has that role."""
+        return self.console_read_only or session.read_only_role()
 
 
 def h(v: object) -> str:
@@ -66,12 +72,27 @@ def layout(ctx: Ctx, title: str, body: str, active: str = "", msg: str | None = 
 </head><body data-read-only="{'1' if ctx.read_only else '0'}">
 <header><a class="brand" href="/">nerve<span>console</span></a>
 <nav>{nav('/', 'Overview', 'overview')}{nav('/map', 'Backbone map', 'map')}
-{nav('/metrics', 'Metrics', 'metrics')}
+{nav('/metrics', 'Metrics', 'metrics')}{security_nav(nav)}
 {''.join(nav(f'/stories/{s}', f'{s.capitalize()} story', f'story-{s}') for s in ctx.stories())}</nav>
-<div class="cluster">{ro}<code>{h(ctx.bootstrap)}</code></div></header>
+<div class="cluster">{ro}{who(field)}<code>{h(ctx.bootstrap)}</code></div></header>
 <main>{flash}{body}</main>
 <footer>nerve {h(__version__)} · speaks only the Kafka protocol: works with any Kafka cluster
 </footer></body></html>"""
+
+
+def security_nav(nav: Callable[[str, str, str], str]) -> str:
+    return (nav('/security/users', 'Users', 'users') + nav('/security/acls', 'ACLs', 'acls')
+            + nav('/security/quotas', 'Quotas', 'quotas'))
+
+
+def who(csrf_field: str) -> str:
+    """The logged-in user and a log-out button (nerve/console/auth.py), when there is a login."""
+    current = session.login()
+    if current is None:
+        return ""
+    return (f'<span class="who">{h(current.principal)}</span>'
+            f'<form method="post" action="/logout" class="logout">{csrf_field}'
+            '<button type="submit">Log out</button></form>')
 
 
 def error(ctx: Ctx, message: str) -> str:

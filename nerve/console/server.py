@@ -12,7 +12,7 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -82,9 +82,59 @@ def _warn_open(host: str, read_only: bool, password: str | None) -> None:
                     "every topic's messages (--console-password)", host)
 
 
+def _embedded_cluster(broker: Broker, listener: str | None, mechanisms: tuple[str, ...],
+                      read_only_users: frozenset[str], session_timeout_s: float
+                      ) -> tuple[Any, Any]:
+    """The Cluster the embedded console talks to, and its Logins when it logs people in.
+
+    The listener: `listener` if named, else the first SASL_PLAINTEXT one (each person logs in
+    with their own user and the console is that principal), else the first PLAINTEXT one
+    (one anonymous client, as without security). TLS listeners are not used: the console is
+    in the broker's process, so a loopback SASL_PLAINTEXT listener serves it.
+    """
+    from nerve.console.auth import Logins, LoginSettings, SessionCluster
+    from nerve.tools.kafka import Cluster
+
+    specs = broker.listeners
+    if listener is not None:
+        chosen = next((s for s in specs if s.name == listener.upper()), None)
+        if chosen is None:
+            raise ToolError(f"--console-listener {listener}: no such listener (the broker has "
+                            f"{', '.join(s.name for s in specs)})")
+    else:
+        chosen = next((s for s in specs if s.protocol == "SASL_PLAINTEXT"), None) or next(
+            (s for s in specs if s.protocol == "PLAINTEXT"), None)
+    if chosen is None or chosen.protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        raise ToolError("the embedded console connects over PLAINTEXT or SASL_PLAINTEXT: add "
+                        "a loopback listener such as SASL_PLAINTEXT://127.0.0.1:9095 (or use "
+                        "--no-console and `nerve console --command-config`)")
+    from nerve.console.guard import is_loopback
+
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(chosen.host, chosen.host)
+    bootstrap = f"[{host}]:{chosen.port}" if ":" in host else f"{host}:{chosen.port}"
+    if chosen.protocol == "PLAINTEXT":
+        if any(s.protocol.startswith("SASL_") for s in specs):
+            log.warning("web console: listener %s is PLAINTEXT, so the console is one "
+                        "anonymous client (User:ANONYMOUS); a SASL_PLAINTEXT listener on "
+                        "loopback gives it a login per user", chosen.name)
+        return Cluster(bootstrap, client_id="nerve-console"), None
+    if not is_loopback(host):
+        log.warning("web console: listener %s is not on loopback: logins cross the network "
+                    "in clear text", chosen.name)
+    offered = mechanisms or broker.sasl_mechanisms(chosen.name)
+    settings = LoginSettings.from_client_config(
+        bootstrap, {"security.protocol": "SASL_PLAINTEXT"}, offered,
+        read_only_users=read_only_users, idle_timeout_s=session_timeout_s)
+    logins = Logins(settings)
+    return SessionCluster(logins), logins
+
+
 async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
                          password: str | None = None,
-                         allowed: tuple[str, ...] = ()) -> ConsoleHandle | None:
+                         allowed: tuple[str, ...] = (), listener: str | None = None,
+                         mechanisms: tuple[str, ...] = (),
+                         read_only_users: frozenset[str] = frozenset(),
+                         session_timeout_s: float = 1800.0) -> ConsoleHandle | None:
     """Serve the console on this loop, talking to `broker` over the Kafka protocol.
 
     A console that cannot bind its port is logged and skipped: the broker matters more.
@@ -92,10 +142,13 @@ async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
     from nerve.console import accounting
     from nerve.console.app import create_app
     from nerve.console.guard import allowed_hosts
-    from nerve.tools.kafka import Cluster
 
-    kafka_host = "127.0.0.1" if broker.host in ("0.0.0.0", "", "::") else broker.host
-    cluster = Cluster(f"{kafka_host}:{broker.port}", client_id="nerve-console")
+    try:
+        cluster, logins = _embedded_cluster(broker, listener, mechanisms, read_only_users,
+                                            session_timeout_s)
+    except ToolError as e:
+        log.warning("web console not started: %s", e)
+        return None
     try:
         sock = _bind(host, port)
     except OSError as e:
@@ -107,7 +160,7 @@ async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
     app = create_app(cluster, read_only=read_only,
                      accounting=lambda: accounting.of(broker.core),
                      cleaning=lambda topic: broker.core.logs.cleaner.topic_state(topic),
-                     hosts=allowed_hosts(host, allowed), password=password)
+                     hosts=allowed_hosts(host, allowed), password=password, logins=logins)
     server = _EmbeddedServer(_config(app))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
@@ -116,21 +169,26 @@ async def start_embedded(broker: Broker, host: str, port: int, read_only: bool,
         log.warning("web console failed to start: %r", task.exception())
         return None
     url = f"http://{host}:{bound}"
-    print(f"nerve console on {url}{' (read-only)' if read_only else ''}", flush=True)
+    login = f" (login: SASL on {cluster.bootstrap})" if logins is not None else ""
+    print(f"nerve console on {url}{' (read-only)' if read_only else ''}{login}", flush=True)
     return ConsoleHandle(server, task, url, cluster)
 
 
 def run_standalone(cluster: Cluster, host: str, port: int, read_only: bool,
-                   password: str | None = None, allowed: tuple[str, ...] = ()) -> None:
-    """`nerve console`: run until Ctrl-C, for any Kafka cluster."""
+                   password: str | None = None, allowed: tuple[str, ...] = (),
+                   logins: Any = None) -> None:
+    """`nerve console`: run until Ctrl-C, for any Kafka cluster (`logins`: a cluster that
+    requires SASL, each person logging in as themselves; `cluster` is then a SessionCluster)."""
     from nerve.console.app import create_app
     from nerve.console.guard import allowed_hosts, refusal
 
-    if (why := refusal(host, read_only, password)) is not None:
+    # A console with logins has a password per person.
+    if logins is None and (why := refusal(host, read_only, password)) is not None:
         raise ToolError(why.replace("--console-", "--"))
-    _warn_open(host, read_only, password)
+    if logins is None:
+        _warn_open(host, read_only, password)
     app = create_app(cluster, read_only=read_only, accounting=lambda: None,
-                     hosts=allowed_hosts(host, allowed), password=password)
+                     hosts=allowed_hosts(host, allowed), password=password, logins=logins)
     try:
         sock = _bind(host, port)
     except OSError as e:

@@ -27,16 +27,38 @@ from nerve.tools.topics import topics
                    "console on a non-loopback --host. Prefer the env variable.")
 @click.option("--allowed-hosts", envvar="NERVE_CONSOLE_ALLOWED_HOSTS", default="",
               help="Comma-separated extra Host names the console answers to.")
+@click.option("--read-only-users", envvar="NERVE_CONSOLE_READ_ONLY_USERS", default="",
+              metavar="USERS", help="With a SASL cluster: comma-separated users (alice or "
+              "User:alice) who log in with the read-only role.")
+@click.option("--sasl-mechanisms", envvar="NERVE_CONSOLE_SASL_MECHANISMS", default="",
+              help="With a SASL cluster: mechanisms the login form offers (default: "
+                   "sasl.mechanism of --command-config, else SCRAM-SHA-512).")
+@click.option("--session-timeout", default=1800, show_default=True, type=click.IntRange(min=1),
+              help="Seconds without a request after which a console login ends.")
 @_tool_errors
 def console(bootstrap: str, timeout: float, host: str, port: int, read_only: bool,
-            password: str | None, allowed_hosts: str) -> None:
-    """Run the web console for any Kafka cluster (nerve or Apache Kafka)."""
+            password: str | None, allowed_hosts: str, read_only_users: str,
+            sasl_mechanisms: str, session_timeout: int) -> None:
+    """Run the web console for any Kafka cluster (nerve or Apache Kafka).
+
+    When --command-config sets security.protocol=SASL_PLAINTEXT or SASL_SSL, the console asks
+    each person to log in and acts as that Kafka user (TLS settings from the file; its own
+    credentials, if any, are not used)."""
+    from nerve.console.auth import Logins, LoginSettings, SessionCluster, needs_login, parse_users
     from nerve.console.server import run_standalone
 
     cluster = _cluster(bootstrap, timeout, client_id="nerve-console")
-    cluster.metadata()  # fail now, with one line, if the cluster is unreachable
+    logins = None
+    if needs_login(cluster.client_config):
+        logins = Logins(LoginSettings.from_client_config(
+            bootstrap, cluster.client_config, sasl_mechanisms.split(","),
+            read_only_users=parse_users(read_only_users), idle_timeout_s=session_timeout,
+            timeout=timeout))
+        cluster = SessionCluster(logins)  # type: ignore[assignment]
+    else:
+        cluster.metadata()  # fail now, with one line, if the cluster is unreachable
     run_standalone(cluster, host, port, read_only, password or None,
-                   tuple(allowed_hosts.split(",")))
+                   tuple(allowed_hosts.split(",")), logins)
 
 
 # ---- nerve log dump|verify (nerve/tools/logtool.py): files of a stopped broker, no network
