@@ -1,14 +1,17 @@
 """The console's login on a secured cluster (issue 13), against a real `nerve serve` with
 SASL_PLAINTEXT + SCRAM + StandardAuthorizer, with httpx and confluent-kafka.
 
-One broker for the module: one SASL_PLAINTEXT listener (SCRAM-SHA-256 and PLAIN; `admin` is a
-JAAS PLAIN user and the super user), the embedded console logging people in on it, `carol` with
-the read-only role. alice and bob are SCRAM users with DESCRIBE on different topics.
+One broker for the module: a SASL_PLAINTEXT listener (SCRAM-SHA-256 and PLAIN; `admin` is a
+JAAS PLAIN user and the super user) and a SASL_SSL one; the embedded console logs people in on
+the SASL_PLAINTEXT one, `carol` with the read-only role. alice and bob are SCRAM users with
+DESCRIBE on different topics. `nerve console --command-config` logs in over SASL_SSL.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +33,8 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from tests.helpers import NerveProcess, free_port
+from tests.certs import make_cert_files
+from tests.helpers import REPO_ROOT, NerveProcess, free_port
 
 TOKEN_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -40,8 +44,10 @@ PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secre
 
 
 class Secured:
-    def __init__(self, proc: NerveProcess, url: str, topics: dict[str, str]) -> None:
+    def __init__(self, proc: NerveProcess, url: str, topics: dict[str, str],
+                 ssl_port: int, ca: Path) -> None:
         self.proc, self.url, self.topics = proc, url, topics
+        self.ssl_port, self.ca = ssl_port, ca
 
     def conf(self, user: str, password: str, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
         return {"bootstrap.servers": self.proc.bootstrap, "security.protocol": "SASL_PLAINTEXT",
@@ -55,10 +61,12 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     d = tmp_path_factory.mktemp("console-login")
-    port, console_port = free_port(), free_port()
+    port, console_port, ssl_port = free_port(), free_port(), free_port()
+    certs = make_cert_files(d / "certs")
     (d / "server.properties").write_text("\n".join([
-        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT",
+        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{ssl_port}",
+        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs.server_keystore}",
         "sasl.enabled.mechanisms=SCRAM-SHA-256,PLAIN",
         f"listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}",
         f"authorizer.class.name={AUTHORIZER}", "super.users=User:admin", ""]))
@@ -66,7 +74,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "--config", str(d / "server.properties"), "--console-port", str(console_port),
         "--console-read-only-users", "User:carol"])
     proc.start()
-    s = Secured(proc, f"http://127.0.0.1:{console_port}", {})
+    s = Secured(proc, f"http://127.0.0.1:{console_port}", {}, ssl_port, certs.ca)
     admin = s.admin
     for f in admin.alter_user_scram_credentials([
             UserScramCredentialUpsertion(u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256,
@@ -246,3 +254,45 @@ def test_admin_creates_a_user_an_acl_and_a_quota_through_the_pages(
     assert "request_percentage=50" in r.stdout
     with pytest.raises(KafkaException):
         AdminClient({**dave, "sasl.password": "wrong"}).list_topics(timeout=3)
+
+
+def test_nerve_console_logs_in_over_sasl_ssl_with_command_config(
+        secured: Secured, tmp_path: Path) -> None:
+    props = tmp_path / "console.properties"
+    props.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\n"
+                     f"ssl.truststore.type=PEM\nssl.truststore.location={secured.ca}\n")
+    port = free_port()
+    log = tmp_path / "console.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nerve", "console", "--bootstrap-server",
+             f"127.0.0.1:{secured.ssl_port}", "--command-config", str(props), "--port",
+             str(port), "--read-only-users", "bob"],
+            cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "nerve console for" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        http, _ = login(url, "alice", PASSWORDS["alice"])
+        names = {t["name"] for t in http.get("/api/overview").json()["topics"]}
+        assert names == {secured.topics["alice"]}
+        # DescribeClientQuotas over TLS + SCRAM (the console's own wire client): refused to a
+        # user without DESCRIBE_CONFIGS on the cluster, as a message.
+        assert "CLUSTER_AUTHORIZATION_FAILED" in http.get("/security/quotas").text
+        http.close()
+        http, _ = login(url, "bob", PASSWORDS["bob"])
+        r = http.post("/topics", headers={"origin": url},
+                      data={"name": "bob-new", "csrf": token(http)})
+        assert r.status_code == 403 and "read-only role" in r.text
+        http.close()
+        http, r = login(url, "alice", "wrong", expect=401)
+        assert "invalid credentials" in r.text
+        http.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = log.read_text()
+    assert "Traceback" not in text and PASSWORDS["alice"] not in text, text
+    assert secured.proc.log_text().count("authenticated as User:alice (SASL/SCRAM-SHA-256)") >= 2
