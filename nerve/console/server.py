@@ -117,6 +117,9 @@ def _embedded_cluster(broker: Broker, listener: str | None, mechanisms: tuple[st
             log.warning("web console: listener %s is PLAINTEXT, so the console is one "
                         "anonymous client (User:ANONYMOUS); a SASL_PLAINTEXT listener on "
                         "loopback gives it a login per user", chosen.name)
+        if read_only_users:
+            log.warning("web console: --console-read-only-users has no effect: listener %s "
+                        "is PLAINTEXT, so nobody logs in", chosen.name)
         return Cluster(bootstrap, client_id="nerve-console"), None
     if not is_loopback(host):
         log.warning("web console: listener %s is not on loopback: logins cross the network "

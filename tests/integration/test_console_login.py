@@ -9,13 +9,16 @@ DESCRIBE on different topics. `nerve console --command-config` logs in over SASL
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -296,3 +299,42 @@ def test_nerve_console_logs_in_over_sasl_ssl_with_command_config(
     text = log.read_text()
     assert "Traceback" not in text and PASSWORDS["alice"] not in text, text
     assert secured.proc.log_text().count("authenticated as User:alice (SASL/SCRAM-SHA-256)") >= 2
+
+
+def _first_sample(http: httpx.Client, got: threading.Event | None = None,
+                  hold: threading.Event | None = None) -> dict[str, Any]:
+    """The first `sample` event of the live overview; with `hold`, the stream stays open
+    (its sampler running) until it is set."""
+    with http.stream("GET", "/events/overview") as r:
+        assert r.status_code == 200
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "sample":
+                if got is not None and hold is not None:
+                    got.set()
+                    hold.wait(30)
+                return json.loads(line[6:])
+    raise AssertionError("no sample event")
+
+
+def test_live_overview_streams_are_per_user(secured: Secured) -> None:
+    alice, _ = login(secured.url, "alice", PASSWORDS["alice"])
+    bob, _ = login(secured.url, "bob", PASSWORDS["bob"])
+    samples: dict[str, dict[str, Any]] = {}
+    got, hold = threading.Event(), threading.Event()
+    # alice's stream stays open while bob's starts: one shared sampler would hand bob hers.
+    t = threading.Thread(target=lambda: samples.setdefault(
+        "alice", _first_sample(alice, got, hold)))
+    t.start()
+    try:
+        assert got.wait(20)
+        samples["bob"] = _first_sample(bob)
+    finally:
+        hold.set()
+        t.join(30)
+        alice.close()
+        bob.close()
+    assert set(samples["alice"]["topics"]) == {secured.topics["alice"]}
+    assert set(samples["bob"]["topics"]) == {secured.topics["bob"]}
