@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import math
 import threading
@@ -35,7 +36,7 @@ from nerve.apps.rides import ZONE_SIZE, ZONES_PER_SIDE
 from nerve.apps.shop import INITIAL_STOCK, LOW_STOCK
 from nerve.apps.shop import METRICS_TOPIC as SHOP_METRICS
 from nerve.apps.shop import TOPICS as SHOP_TOPICS
-from nerve.console import pages
+from nerve.console import pages, session
 from nerve.console.pages import card, h, layout
 from nerve.tools.base import ToolError
 from nerve.tools.kafka import Cluster
@@ -237,7 +238,9 @@ class Feed:
         self.error: str | None = None
         self.last_seen = time.monotonic()
         self.records = 0
-        self.thread = threading.Thread(target=self._run, name=f"nerve-story-{story}",
+        # In the creating request's context: with logins, the feed reads as that user.
+        self.thread = threading.Thread(target=contextvars.copy_context().run,
+                                       args=(self._run,), name=f"nerve-story-{story}",
                                        daemon=True)
         self.thread.start()
 
@@ -259,9 +262,16 @@ class Feed:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         topics = STORY_TOPICS[self.story]
-        consumer = self.cluster.consumer(**{"enable.partition.eof": False})
+        try:
+            consumer = self.cluster.consumer(**{"enable.partition.eof": False})
+        except ToolError as e:  # a login that ended meanwhile (nerve/console/auth.py)
+            self.error = f"reading the {self.story} topics failed: {e}"
+            self.caught_up.set()
+            return
         try:
             md = consumer.list_topics(timeout=self.cluster.timeout)
+            if missing := [t for t in topics if t not in md.topics]:
+                raise ToolError(f"no topic {', '.join(missing)} (or no DESCRIBE on it)")
             tps = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
                    for p in md.topics[t].partitions]
             ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(
@@ -295,20 +305,35 @@ class Feed:
                 consumer.close()
 
 
+class _Found:
+    """Which stories have their topics, as one viewer sees them: the hub's, or a login's
+    (users may be allowed different topics)."""
+
+    def __init__(self) -> None:
+        self.available: list[str] = []
+        self.checked = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+
 class StoryHub:
     """Which stories have their topics, and their feeds (started on demand)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.feeds: dict[str, Feed] = {}
-        self._available: list[str] = []
-        self._checked = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._others: list[Feed] = []  # the logins' feeds (stopped on close too)
+        self._shared = _Found()
         self._lock = threading.Lock()
+
+    def _found(self) -> _Found:
+        current = session.login()
+        if current is None:
+            return self._shared
+        return current.parts.setdefault("stories_found", _Found())  # type: ignore[no-any-return]
 
     def available(self) -> list[str]:
         """Stories whose topics all exist (as of the last refresh; for the nav)."""
-        return list(self._available)
+        return list(self._found().available)
 
     def _check(self) -> list[str]:
         names = set(self.cluster.topic_names())
@@ -318,32 +343,40 @@ class StoryHub:
         """Re-check which stories exist if the answer is stale; wait at most `wait_s` for it
         (the check goes on in the background: an unreachable cluster must not slow every page
         by a metadata timeout on top of the page's own)."""
-        if self._task is None and (force or time.monotonic() - self._checked > TOPICS_TTL_S):
-            self._checked = time.monotonic()
-            self._task = asyncio.get_running_loop().create_task(self._recheck())
-        if self._task is not None:
+        found = self._found()
+        if found.task is None and (force or time.monotonic() - found.checked > TOPICS_TTL_S):
+            found.checked = time.monotonic()
+            found.task = asyncio.get_running_loop().create_task(self._recheck(found))
+        if found.task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), wait_s)
-        return self.available()
+                await asyncio.wait_for(asyncio.shield(found.task), wait_s)
+        return list(found.available)
 
-    async def _recheck(self) -> None:
+    async def _recheck(self, found: _Found) -> None:
         try:
-            self._available = await asyncio.to_thread(self._check)
+            found.available = await asyncio.to_thread(self._check)
         except ToolError:
             pass
         finally:
-            self._task = None
+            found.task = None
 
     def feed(self, story: str) -> Feed:
+        # With logins (nerve/console/auth.py) each has its own feeds: users may be allowed
+        # different topics.
+        current = session.login()
+        feeds = self.feeds if current is None else current.parts.setdefault("story_feeds", {})
         with self._lock:
-            f = self.feeds.get(story)
+            f = feeds.get(story)
             if f is None or not f.alive:
-                f = self.feeds[story] = Feed(self.cluster, story)
+                f = feeds[story] = Feed(self.cluster, story)
+                self._others = [o for o in self._others if o.alive]
+                if current is not None:
+                    self._others.append(f)
             f.touch()
             return f
 
     def close(self) -> None:
-        for f in self.feeds.values():
+        for f in [*self.feeds.values(), *self._others]:
             f.stop.set()
 
 

@@ -338,3 +338,38 @@ def test_live_overview_streams_are_per_user(secured: Secured) -> None:
         bob.close()
     assert set(samples["alice"]["topics"]) == {secured.topics["alice"]}
     assert set(samples["bob"]["topics"]) == {secured.topics["bob"]}
+
+
+def test_story_pages_read_as_the_logged_in_user(secured: Secured) -> None:
+    """Last in the module: it creates the shop story's topics, which alice may then see."""
+    from nerve.apps.shop import TOPICS as SHOP_TOPICS
+
+    admin = secured.admin
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in SHOP_TOPICS]).values():
+        f.result(15)
+    for f in admin.create_acls([
+            AclBinding(ResourceType.TOPIC, t, ResourcePatternType.LITERAL, "User:alice", "*",
+                       op, AclPermissionType.ALLOW)
+            for t in SHOP_TOPICS for op in (AclOperation.DESCRIBE, AclOperation.READ)]).values():
+        f.result(15)
+    p = Producer(secured.conf("admin", "admin-secret", "PLAIN"))
+    for i in range(5):
+        p.produce("product-viewed", json.dumps({"product": f"p{i}", "user": "u"}).encode())
+    assert p.flush(15) == 0
+    alice, _ = login(secured.url, "alice", PASSWORDS["alice"])
+    bob, _ = login(secured.url, "bob", PASSWORDS["bob"])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            snap = alice.get("/api/stories/shop").json()
+            if snap.get("records") == 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert snap.get("records") == 5 and not snap.get("error"), snap
+        # bob may not DESCRIBE the shop topics: for him the story does not exist.
+        r = bob.get("/api/stories/shop")
+        assert r.status_code == 404 and "do not exist" in r.text, r.text
+    finally:
+        alice.close()
+        bob.close()
+
