@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from nerve.console import pages, session
 from nerve.console.session import Login
-from nerve.tools.base import ToolError
+from nerve.tools.base import ToolError, Unreachable
 
 log = logging.getLogger("nerve.console")
 
@@ -301,7 +301,8 @@ def routes(logins: Logins, ctx: pages.Ctx) -> list[Route]:
         except ToolError as e:
             log.info("console: login as User:%s failed: %s", user, e)
             return HTMLResponse(_login_page(ctx, settings, next_path, user,
-                                            f"login failed: {e}"), 401)
+                                            f"login failed: {e}"),
+                                502 if isinstance(e, Unreachable) else 401)
         token = logins.add(login)
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(LOGIN_COOKIE, token, max_age=int(settings.max_age_s), path="/",

@@ -72,3 +72,50 @@ def test_next_stays_on_the_console() -> None:
     assert _safe_next("/topics/a?x=1") == "/topics/a?x=1"
     for bad in ("//evil.example/", "https://evil.example/", "/\\evil", "", "/logout"):
         assert _safe_next(bad) == "/"
+
+
+class FakeBroker:
+    def __init__(self, *listeners: tuple[str, str, str]) -> None:
+        from nerve.security.listeners import ListenerSpec
+
+        self.listeners = [ListenerSpec(n, p, h, 9000 + i)
+                          for i, (n, p, h) in enumerate(listeners)]
+
+    def sasl_mechanisms(self, name: str) -> tuple[str, ...]:
+        return ("SCRAM-SHA-512", "PLAIN")
+
+
+def test_the_embedded_console_picks_its_listener() -> None:
+    from nerve.console.auth import SessionCluster
+    from nerve.console.server import _embedded_cluster
+    from nerve.tools.base import ToolError
+    from nerve.tools.kafka import Cluster
+
+    both = FakeBroker(("PLAINTEXT", "PLAINTEXT", "127.0.0.1"),
+                      ("INTERNAL", "SASL_PLAINTEXT", "0.0.0.0"),
+                      ("EXTERNAL", "SASL_SSL", "0.0.0.0"))
+    cluster, logins = _embedded_cluster(both, None, (), frozenset({"carol"}), 60)
+    assert isinstance(cluster, SessionCluster) and cluster.bootstrap == "127.0.0.1:9001"
+    assert logins.settings.mechanisms == ("SCRAM-SHA-512", "PLAIN")
+    assert logins.settings.base_config == {"security.protocol": "SASL_PLAINTEXT"}
+    assert logins.settings.read_only_users == {"carol"} and logins.settings.idle_timeout_s == 60
+    cluster, logins = _embedded_cluster(both, "plaintext", (), frozenset(), 60)
+    assert isinstance(cluster, Cluster) and logins is None
+    assert cluster.bootstrap == "127.0.0.1:9000"
+    for broker, name in [(FakeBroker(("EXTERNAL", "SASL_SSL", "0.0.0.0")), None),
+                         (both, "EXTERNAL"), (both, "nope")]:
+        with pytest.raises(ToolError):
+            _embedded_cluster(broker, name, (), frozenset(), 60)
+
+
+def test_a_console_that_logs_in_needs_no_password_off_loopback() -> None:
+    from nerve.cli import _console_logs_in
+    from nerve.config import BrokerConfig
+
+    sasl = BrokerConfig.load(None, {
+        "listeners": "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9095",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-256"})
+    assert _console_logs_in(sasl, "127.0.0.1", 9092, None)
+    assert not _console_logs_in(sasl, "127.0.0.1", 9092, "PLAINTEXT")
+    assert not _console_logs_in(BrokerConfig.load(None, {}), "127.0.0.1", 9092, None)
